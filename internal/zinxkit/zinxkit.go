@@ -1,0 +1,318 @@
+// Package zinxkit runs zinx v1.2.8 servers the way zcluster needs them:
+// every byte a connection reads is framed by zcluster (hard size limit,
+// no "msgID not FOUND" log, no per-message worker hop), every write goes
+// through a coalescing frame.Writer, and several servers can live in one
+// process without changing each other's settings.
+//
+// zinx keeps its configuration in one process-wide object
+// (zconf.GlobalObject). zinxkit sets the few fields it relies on exactly once
+// per process, to the same values for every server, and gives each server
+// its own name, host and port through the znet.Server fields instead.
+package zinxkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/aceld/zinx/zconf"
+	"github.com/aceld/zinx/ziface"
+	"github.com/aceld/zinx/zlog"
+	"github.com/aceld/zinx/znet"
+
+	"github.com/zcluster/zcluster/internal/frame"
+)
+
+// ErrListen is returned when a server cannot bind its address.
+var ErrListen = errors.New("zinxkit: cannot listen")
+
+// Handler receives the events of a server's connections. OnFrame runs on the
+// connection's reader goroutine, so frames of one connection arrive in order;
+// the payload is only valid during the call.
+type Handler interface {
+	OnOpen(c *Conn)
+	OnFrame(c *Conn, msgID uint32, payload []byte)
+	OnClose(c *Conn)
+}
+
+// Config describes one server.
+type Config struct {
+	// Name appears in zinx's own logs.
+	Name string
+	// Addr is host:port to listen on; port 0 picks a free port.
+	Addr string
+	// MaxFrame is the largest payload accepted; a larger declared length
+	// closes the connection (default frame.DefaultMaxFrame).
+	MaxFrame int
+	// Writer tunes each connection's send queue.
+	Writer frame.WriterConfig
+	// Logger receives connection-level events (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server is a running zinx server.
+type Server struct {
+	cfg     Config
+	handler Handler
+	zs      *znet.Server
+	addr    string
+	stop    sync.Once
+	conns   sync.Map // ziface.IConnection -> *Conn
+	nconns  atomic.Int64
+}
+
+// Conn is one accepted connection.
+type Conn struct {
+	zc     ziface.IConnection
+	w      *frame.Writer
+	dec    *frame.Decoder
+	id     uint64
+	closed atomic.Bool
+	// Value is free for the handler's per-connection state. It is set in
+	// OnOpen, before any OnFrame, and read on the reader goroutine.
+	Value any
+}
+
+var setupOnce sync.Once
+
+// setup applies the process-wide zinx settings every zcluster server shares.
+func setup() {
+	setupOnce.Do(func() {
+		g := zconf.GlobalObject
+		g.Mode = zconf.ServerModeTcp
+		g.MaxConn = 1 << 30 // zcluster applies its own limits
+		g.WorkerPoolSize = 1
+		g.MaxWorkerTaskLen = 1
+		g.WorkerMode = zconf.WorkerModeHash
+		g.RouterSlicesMode = false
+		g.IOReadBuffSize = 4096
+		g.CertFile, g.PrivateKeyFile = "", ""
+		zlog.SetLogger(zinxLogger{slog.Default().With("component", "zinx")})
+	})
+}
+
+// stdoutMu serialises the moments stdout is silenced around znet.NewServer,
+// which prints a logo and the whole global config on every call.
+var stdoutMu sync.Mutex
+
+func newQuietServer() *znet.Server {
+	stdoutMu.Lock()
+	defer stdoutMu.Unlock()
+	if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		if saved, err := syscall.Dup(1); err == nil {
+			_ = syscall.Dup3(int(devnull.Fd()), 1, 0)
+			defer func() {
+				_ = syscall.Dup3(saved, 1, 0)
+				_ = syscall.Close(saved)
+			}()
+		}
+		defer devnull.Close()
+	}
+	return znet.NewServer().(*znet.Server)
+}
+
+// Listen starts a server. It checks that the address can be bound before it
+// hands it to zinx (which panics in a goroutine on a listen failure), and
+// resolves port 0 to a concrete free port.
+func Listen(cfg Config, h Handler) (*Server, error) {
+	setup()
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = frame.DefaultMaxFrame
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	host, port, err := probe(cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, handler: h, addr: net.JoinHostPort(host, strconv.Itoa(port))}
+	zs := newQuietServer()
+	zs.Name = cfg.Name
+	zs.IPVersion = "tcp"
+	zs.IP = host
+	zs.Port = port
+	zs.SetDecoder(rawDecoder{s})
+	zs.SetOnConnStart(s.onStart)
+	zs.SetOnConnStop(s.onStop)
+	s.zs = zs
+	zs.Start()
+	if err := waitListening(s.addr, 3*time.Second); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w %s: %v", ErrListen, s.addr, err)
+	}
+	return s, nil
+}
+
+func probe(addr string) (string, int, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w %q: %v", ErrListen, addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %v", ErrListen, err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	return host, port, nil
+}
+
+func waitListening(addr string, timeout time.Duration) error {
+	dialAddr := addr
+	if host, port, _ := net.SplitHostPort(addr); host == "" || net.ParseIP(host).IsUnspecified() {
+		dialAddr = net.JoinHostPort("127.0.0.1", port)
+	}
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", dialAddr, 200*time.Millisecond)
+		if err == nil {
+			// A probe connection: zinx accepts it and sees EOF at once.
+			_ = c.Close()
+			return nil
+		}
+		last = err
+		time.Sleep(10 * time.Millisecond)
+	}
+	return last
+}
+
+// Addr returns the address the server listens on (with the concrete port).
+func (s *Server) Addr() string { return s.addr }
+
+// Len returns the number of open connections.
+func (s *Server) Len() int { return int(s.nconns.Load()) }
+
+// Stop closes the listener and every connection. Safe to call twice.
+func (s *Server) Stop() {
+	s.stop.Do(func() {
+		s.zs.Stop()
+	})
+}
+
+// Range calls fn for every open connection until fn returns false.
+func (s *Server) Range(fn func(*Conn) bool) {
+	s.conns.Range(func(_, v any) bool { return fn(v.(*Conn)) })
+}
+
+func (s *Server) onStart(zc ziface.IConnection) {
+	c := &Conn{zc: zc, dec: frame.NewDecoder(s.cfg.MaxFrame), id: zc.GetConnID()}
+	wcfg := s.cfg.Writer
+	userOnErr := wcfg.OnError
+	wcfg.OnError = func(err error) {
+		if userOnErr != nil {
+			userOnErr(err)
+		}
+		if errors.Is(err, frame.ErrQueueFull) {
+			s.cfg.Logger.Warn("closing slow connection", "server", s.cfg.Name, "remote", c.RemoteAddr(), "cause", err)
+		}
+		c.Close()
+	}
+	c.w = frame.NewWriter(zc.GetConnection(), wcfg)
+	s.conns.Store(zc, c)
+	s.nconns.Add(1)
+	s.handler.OnOpen(c)
+}
+
+func (s *Server) onStop(zc ziface.IConnection) {
+	v, ok := s.conns.LoadAndDelete(zc)
+	if !ok {
+		return
+	}
+	c := v.(*Conn)
+	c.closed.Store(true)
+	c.w.Close()
+	s.nconns.Add(-1)
+	s.handler.OnClose(c)
+}
+
+// rawDecoder is installed as zinx's frame decoder. Its nil length field makes
+// zinx hand over raw read chunks; it frames them itself and never calls
+// Proceed, so zinx's router (and its "not FOUND" log) is never reached.
+type rawDecoder struct{ s *Server }
+
+func (d rawDecoder) GetLengthField() *ziface.LengthField { return nil }
+
+func (d rawDecoder) Intercept(chain ziface.IChain) ziface.IcResp {
+	req, ok := chain.Request().(ziface.IRequest)
+	if !ok {
+		return nil
+	}
+	v, ok := d.s.conns.Load(req.GetConnection())
+	if !ok {
+		return nil
+	}
+	c := v.(*Conn)
+	if c.closed.Load() {
+		return nil
+	}
+	err := c.dec.Feed(req.GetData(), func(msgID uint32, payload []byte) error {
+		if c.closed.Load() {
+			return errConnClosed
+		}
+		d.s.handler.OnFrame(c, msgID, payload)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errConnClosed) {
+		d.s.cfg.Logger.Warn("closing connection: bad frame", "server", d.s.cfg.Name, "remote", c.RemoteAddr(), "cause", err)
+		c.Close()
+	}
+	return nil
+}
+
+var errConnClosed = errors.New("zinxkit: connection closed")
+
+// ID returns the connection id, unique within its server.
+func (c *Conn) ID() uint64 { return c.id }
+
+// RemoteAddr returns the peer address.
+func (c *Conn) RemoteAddr() string { return c.zc.RemoteAddrString() }
+
+// Send queues one frame; it never blocks on the network. A full queue
+// closes the connection and returns frame.ErrQueueFull.
+func (c *Conn) Send(msgID uint32, payload []byte) error { return c.w.WriteFrame(msgID, payload) }
+
+// SendRaw queues bytes holding whole frames.
+func (c *Conn) SendRaw(raw []byte) error { return c.w.WriteRaw(raw) }
+
+// Flush waits up to timeout for queued frames to be written.
+func (c *Conn) Flush(timeout time.Duration) error { return c.w.Flush(timeout) }
+
+// Close closes the connection; OnClose follows asynchronously.
+func (c *Conn) Close() {
+	if c.closed.CompareAndSwap(false, true) {
+		c.zc.Stop()
+	}
+}
+
+// Closed reports whether Close was called or the connection ended.
+func (c *Conn) Closed() bool { return c.closed.Load() }
+
+// Context is cancelled when the connection ends.
+func (c *Conn) Context() context.Context { return c.zc.Context() }
+
+// zinxLogger sends zinx's log lines to slog at debug level: its "errors" are
+// connection resets and EOFs that zcluster reports itself where they matter.
+type zinxLogger struct{ l *slog.Logger }
+
+func (z zinxLogger) InfoF(format string, v ...any) { z.DebugF(format, v...) }
+func (z zinxLogger) ErrorF(format string, v ...any) {
+	z.l.Debug(fmt.Sprintf(format, v...))
+}
+func (z zinxLogger) DebugF(format string, v ...any) {
+	if z.l.Enabled(context.Background(), slog.LevelDebug) {
+		z.l.Debug(fmt.Sprintf(format, v...))
+	}
+}
+func (z zinxLogger) InfoFX(_ context.Context, format string, v ...any)  { z.InfoF(format, v...) }
+func (z zinxLogger) ErrorFX(_ context.Context, format string, v ...any) { z.ErrorF(format, v...) }
+func (z zinxLogger) DebugFX(_ context.Context, format string, v ...any) { z.DebugF(format, v...) }
