@@ -153,3 +153,14 @@ func (c *cache[V]) len() int {
 func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
+
+// clear drops every entry and detaches every fetch in progress.
+func (c *cache[V]) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+	for k, f := range c.flights {
+		f.forgotten = true
+		delete(c.flights, k)
+	}
+}

@@ -288,6 +288,10 @@ func (s *Store) BindUser(ctx context.Context, user, sid string) (prev string, er
 	if prev == sid {
 		prev = ""
 	}
+	if prev != "" {
+		// Other nodes may have cached the old binding: tell them.
+		s.invalidate(ctx, "u:"+user)
+	}
 	return prev, nil
 }
 
@@ -305,6 +309,9 @@ func (s *Store) UnbindUser(ctx context.Context, user, sid string) (bool, error) 
 	n, err := s.run(ctx, deleteIfScript, s.userKey(user), sid).Int64()
 	if err != nil {
 		return false, fmt.Errorf("session: unbind user %s: %w", user, err)
+	}
+	if n == 1 {
+		s.invalidate(ctx, "u:"+user)
 	}
 	return n == 1, nil
 }

@@ -1,0 +1,144 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config configures a backend node. Zero fields take the defaults documented
+// here.
+type Config struct {
+	// ID is the node id, unique in the cluster (required).
+	ID string
+	// Group is the backend group the node serves (required), e.g. "im".
+	Group string
+	// RelayListen is where gates and other backends connect (default ":19101").
+	RelayListen string
+	// Advertise is the host other nodes dial; default: the listen host, or
+	// the first non-loopback address when that is a wildcard.
+	Advertise string
+	// Etcd and Redis are the cluster's stores (required).
+	Etcd  *clientv3.Client
+	Redis redis.UniversalClient
+	// Secret authenticates relay links (required unless Insecure).
+	Secret   []byte
+	Insecure bool
+	// Prefix is the etcd key prefix (default "/zcluster").
+	Prefix string
+	// TTL is the etcd lease TTL (default 10s).
+	TTL time.Duration
+	// SessionTTL must match the gates' (default 30s); it bounds how long a
+	// cached session owner is trusted.
+	SessionTTL time.Duration
+	// Workers is the number of handler goroutines; messages of one session
+	// always go to the same one, in order (default 64).
+	Workers int
+	// QueueLen is each worker's queue length (default 256).
+	QueueLen int
+	// CallTimeout bounds Context.Call (default 5s).
+	CallTimeout time.Duration
+	// DrainTimeout bounds how long Shutdown keeps serving after leaving etcd
+	// (default 5s); it returns sooner once no message arrived for DrainQuiet.
+	DrainTimeout time.Duration
+	// DrainQuiet is the quiet period that ends draining (default 300ms).
+	DrainQuiet time.Duration
+	// Version is published in etcd.
+	Version string
+	// Logger receives lifecycle events (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in except the
+// required fields.
+func DefaultConfig() Config {
+	return Config{
+		RelayListen:  ":19101",
+		Prefix:       "/zcluster",
+		TTL:          10 * time.Second,
+		SessionTTL:   30 * time.Second,
+		Workers:      64,
+		QueueLen:     256,
+		CallTimeout:  5 * time.Second,
+		DrainTimeout: 5 * time.Second,
+		DrainQuiet:   300 * time.Millisecond,
+		Version:      "dev",
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.RelayListen == "" {
+		c.RelayListen = d.RelayListen
+	}
+	if c.Prefix == "" {
+		c.Prefix = d.Prefix
+	}
+	if c.TTL == 0 {
+		c.TTL = d.TTL
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = d.SessionTTL
+	}
+	if c.Workers == 0 {
+		c.Workers = d.Workers
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = d.QueueLen
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = d.CallTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = d.DrainTimeout
+	}
+	if c.DrainQuiet == 0 {
+		c.DrainQuiet = d.DrainQuiet
+	}
+	if c.Version == "" {
+		c.Version = d.Version
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("%w: id is required", ErrConfig)
+	case c.Group == "":
+		return fmt.Errorf("%w: group is required", ErrConfig)
+	case c.Group == "gate":
+		return fmt.Errorf("%w: group \"gate\" is reserved for gates", ErrConfig)
+	case c.Etcd == nil:
+		return fmt.Errorf("%w: etcd client is required", ErrConfig)
+	case c.Redis == nil:
+		return fmt.Errorf("%w: redis client is required", ErrConfig)
+	case len(c.Secret) == 0 && !c.Insecure:
+		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
+	case c.Workers < 1 || c.QueueLen < 1:
+		return fmt.Errorf("%w: workers and queue length must be positive", ErrConfig)
+	}
+	return nil
+}
+
+// Sentinel errors.
+var (
+	// ErrConfig reports an invalid Config.
+	ErrConfig = errors.New("backend: invalid config")
+	// ErrOffline is returned when a session or user has no live owner.
+	ErrOffline = errors.New("backend: offline")
+	// ErrNoNode is returned by Call when the group has no live node.
+	ErrNoNode = errors.New("backend: no live node")
+	// ErrCallTimeout is returned by Call when no answer came in time.
+	ErrCallTimeout = errors.New("backend: call timed out")
+	// ErrCallFailed wraps an error the called handler returned.
+	ErrCallFailed = errors.New("backend: call failed")
+	// ErrStopped is returned once the backend is shutting down.
+	ErrStopped = errors.New("backend: stopped")
+)

@@ -1,0 +1,171 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/relay"
+)
+
+// Context is what a handler sees of one message: who sent it and the ways
+// to answer. It is used by one goroutine, the handler's.
+type Context struct {
+	s *Server
+	t *task
+
+	held    bool // a reply is held back to carry the Done flag
+	heldID  uint32
+	heldMsg []byte
+}
+
+// Session returns the client session the message came from ("" for a Call
+// made outside any session).
+func (c *Context) Session() string { return c.t.session }
+
+// User returns the logged-in user of the session, or "".
+func (c *Context) User() string { return c.t.user }
+
+// MsgID returns the msgID the handler was registered for.
+func (c *Context) MsgID() uint32 { return c.t.msgID }
+
+// Payload returns the message body. It belongs to the handler.
+func (c *Context) Payload() []byte { return c.t.payload }
+
+// From returns the node that sent the message: a gate for client messages,
+// the calling backend for Calls.
+func (c *Context) From() string { return c.t.source }
+
+// IsCall reports whether the message came through Context.Call.
+func (c *Context) IsCall() bool { return c.t.kind == relay.KindCall }
+
+// NodeID returns the id of the backend running the handler.
+func (c *Context) NodeID() string { return c.s.cfg.ID }
+
+// Context returns a context cancelled when the backend stops.
+func (c *Context) Context() context.Context { return c.s.ctx }
+
+// Reply answers the sender: for a client message, a frame with msgID to the
+// client; for a Call, the call's result (msgID is ignored; the last Reply
+// wins). payload must not be modified after the call.
+func (c *Context) Reply(msgID uint32, payload []byte) error {
+	var err error
+	if c.held {
+		err = c.sendReply(c.heldID, c.heldMsg, 0)
+	}
+	c.held, c.heldID, c.heldMsg = true, msgID, payload
+	return err
+}
+
+func (c *Context) sendReply(msgID uint32, payload []byte, flags uint8) error {
+	if c.t.kind == relay.KindCall {
+		return c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindCallReply, Flags: flags &^ relay.FlagDone, Seq: c.t.seq, MsgID: msgID, Payload: payload})
+	}
+	return c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindReply, Flags: flags, Seq: c.t.seq, MsgID: msgID, Session: []byte(c.t.session), Payload: payload})
+}
+
+// finish ends the message: the held reply goes out marked done, or a bare
+// Done (with the error text, if the handler failed).
+func (c *Context) finish(herr error) {
+	if c.t.kind == relay.KindCall {
+		switch {
+		case herr != nil:
+			_ = c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindCallReply, Flags: relay.FlagError, Seq: c.t.seq, Payload: []byte(herr.Error())})
+		case c.held:
+			_ = c.sendReply(c.heldID, c.heldMsg, 0)
+		default:
+			_ = c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindCallReply, Seq: c.t.seq})
+		}
+		return
+	}
+	if herr != nil {
+		if c.held {
+			_ = c.sendReply(c.heldID, c.heldMsg, 0)
+		}
+		_ = c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, Seq: c.t.seq, MsgID: c.t.msgID, Session: []byte(c.t.session), Payload: []byte(herr.Error())})
+		return
+	}
+	if c.held {
+		_ = c.sendReply(c.heldID, c.heldMsg, relay.FlagDone)
+		return
+	}
+	_ = c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindDone, Seq: c.t.seq, MsgID: c.t.msgID, Session: []byte(c.t.session)})
+}
+
+func (c *Context) timeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.s.ctx, c.s.cfg.CallTimeout)
+}
+
+func mapOffline(err error) error {
+	if errors.Is(err, clusternode.ErrOffline) {
+		return fmt.Errorf("%w: %v", ErrOffline, err)
+	}
+	return err
+}
+
+// Push sends a frame to a session on whichever gate owns it. ErrOffline if
+// the session has no live owner.
+func (c *Context) Push(sid string, msgID uint32, payload []byte) error {
+	ctx, cancel := c.timeout()
+	defer cancel()
+	return mapOffline(c.s.node.Push(ctx, sid, msgID, payload))
+}
+
+// PushUser sends a frame to the session user is logged in with. ErrOffline
+// if the user is not logged in anywhere.
+func (c *Context) PushUser(user string, msgID uint32, payload []byte) error {
+	ctx, cancel := c.timeout()
+	defer cancel()
+	return mapOffline(c.s.node.PushUser(ctx, user, msgID, payload))
+}
+
+// Broadcast sends a frame to every logged-in session on every gate.
+func (c *Context) Broadcast(msgID uint32, payload []byte) error {
+	ctx, cancel := c.timeout()
+	defer cancel()
+	return c.s.node.Broadcast(ctx, msgID, payload)
+}
+
+// Kick disconnects a session wherever it lives; the client gets msgID 9
+// with reason first.
+func (c *Context) Kick(sid, reason string) error {
+	ctx, cancel := c.timeout()
+	defer cancel()
+	return mapOffline(c.s.node.Kick(ctx, sid, reason))
+}
+
+// Call sends payload to a node of group (picked by this session, so one
+// session's calls go to one node) and waits for its handler's Reply.
+func (c *Context) Call(group string, msgID uint32, payload []byte) ([]byte, error) {
+	s := c.s
+	key := c.t.session
+	seq := s.callSeq.Add(1)
+	if key == "" {
+		key = strconv.FormatUint(seq, 10)
+	}
+	node, ok := s.node.Topology.Pick(group, key)
+	if !ok {
+		return nil, fmt.Errorf("%w for group %q", ErrNoNode, group)
+	}
+	p := s.calls.add(seq, node.ID)
+	env := relay.Envelope{Kind: relay.KindCall, MsgID: msgID, Seq: seq, Session: []byte(c.t.session), User: []byte(c.t.user), Payload: payload}
+	if err := s.node.Relay.Send(s.ctx, node.ID, &env); err != nil {
+		s.calls.remove(seq)
+		return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
+	}
+	t := time.NewTimer(s.cfg.CallTimeout)
+	defer t.Stop()
+	select {
+	case r := <-p.ch:
+		return r.payload, r.err
+	case <-t.C:
+		s.calls.remove(seq)
+		return nil, fmt.Errorf("%w: %s msgID %d after %v", ErrCallTimeout, node.ID, msgID, s.cfg.CallTimeout)
+	case <-s.ctx.Done():
+		s.calls.remove(seq)
+		return nil, ErrStopped
+	}
+}

@@ -1,0 +1,141 @@
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/zcluster/zcluster/internal/frame"
+)
+
+// Reserved client msgIDs.
+const (
+	// MsgKick tells a client why it is being disconnected: {"reason":"..."}.
+	MsgKick uint32 = 9
+	// MsgError is an error frame: {"msg_id":N,"error":"..."}.
+	MsgError uint32 = 65535
+)
+
+// Config configures a gate. Zero fields take the defaults documented here.
+type Config struct {
+	// ID is the node id, unique in the cluster (required).
+	ID string
+	// ClientListen is where clients connect, host:port (default ":18001").
+	ClientListen string
+	// RelayListen is where other nodes connect, host:port (default ":19001").
+	RelayListen string
+	// Advertise is the host other nodes and `zcluster top` use to reach this
+	// gate; default: the listen host, or the first non-loopback address when
+	// that is a wildcard.
+	Advertise string
+	// Etcd and Redis are the cluster's stores (required).
+	Etcd  *clientv3.Client
+	Redis redis.UniversalClient
+	// Secret authenticates relay links (required unless Insecure).
+	Secret   []byte
+	Insecure bool
+	// Prefix is the etcd key prefix (default "/zcluster").
+	Prefix string
+	// TTL is the etcd lease TTL (default 10s).
+	TTL time.Duration
+	// SessionTTL is the Redis record TTL, refreshed every third of it
+	// (default 30s).
+	SessionTTL time.Duration
+	// MaxFrame is the largest client payload; a bigger frame closes the
+	// connection (default 64 KiB).
+	MaxFrame int
+	// SendQueue bounds the bytes queued to one client; a client that does
+	// not read is disconnected when it fills (default 1 MiB).
+	SendQueue int
+	// RequestTimeout is how long a forwarded request may wait for its
+	// backend before the client gets an error frame (default 10s).
+	RequestTimeout time.Duration
+	// Version is published in etcd.
+	Version string
+	// Logger receives lifecycle events (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in except the
+// required fields.
+func DefaultConfig() Config {
+	return Config{
+		ClientListen:   ":18001",
+		RelayListen:    ":19001",
+		Prefix:         "/zcluster",
+		TTL:            10 * time.Second,
+		SessionTTL:     30 * time.Second,
+		MaxFrame:       frame.DefaultMaxFrame,
+		SendQueue:      1 << 20,
+		RequestTimeout: 10 * time.Second,
+		Version:        "dev",
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.ClientListen == "" {
+		c.ClientListen = d.ClientListen
+	}
+	if c.RelayListen == "" {
+		c.RelayListen = d.RelayListen
+	}
+	if c.Prefix == "" {
+		c.Prefix = d.Prefix
+	}
+	if c.TTL == 0 {
+		c.TTL = d.TTL
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = d.SessionTTL
+	}
+	if c.MaxFrame == 0 {
+		c.MaxFrame = d.MaxFrame
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = d.SendQueue
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = d.RequestTimeout
+	}
+	if c.Version == "" {
+		c.Version = d.Version
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("%w: id is required", ErrConfig)
+	case c.Etcd == nil:
+		return fmt.Errorf("%w: etcd client is required", ErrConfig)
+	case c.Redis == nil:
+		return fmt.Errorf("%w: redis client is required", ErrConfig)
+	case len(c.Secret) == 0 && !c.Insecure:
+		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
+	case c.MaxFrame < 16 || c.MaxFrame > 16<<20:
+		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
+	case c.SessionTTL < time.Second:
+		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
+	}
+	return nil
+}
+
+// Sentinel errors.
+var (
+	// ErrConfig reports an invalid Config.
+	ErrConfig = errors.New("gate: invalid config")
+	// ErrNotLoggedIn is returned by Context methods that need a login.
+	ErrNotLoggedIn = errors.New("gate: not logged in")
+	// ErrAlreadyLoggedIn is returned by Login on a session that has a user.
+	ErrAlreadyLoggedIn = errors.New("gate: already logged in")
+	// ErrStopped is returned once the gate is shutting down.
+	ErrStopped = errors.New("gate: stopped")
+)

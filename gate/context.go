@@ -1,0 +1,107 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/zcluster/zcluster/session"
+)
+
+// redisTimeout bounds each Redis step of a gate handler.
+const redisTimeout = 3 * time.Second
+
+// Context is what a gate handler sees of one client message.
+type Context struct {
+	g       *Gate
+	c       *client
+	msgID   uint32
+	payload []byte
+}
+
+// Session returns the session id the gate gave this connection.
+func (c *Context) Session() string { return c.c.sid }
+
+// User returns the logged-in user, or "".
+func (c *Context) User() string { u, _ := c.c.identity(); return u }
+
+// MsgID returns the client msgID.
+func (c *Context) MsgID() uint32 { return c.msgID }
+
+// Payload returns the message body; it is only valid during the handler.
+func (c *Context) Payload() []byte { return c.payload }
+
+// GateID returns the id of the gate running the handler.
+func (c *Context) GateID() string { return c.g.cfg.ID }
+
+// Context returns a context cancelled when the gate stops.
+func (c *Context) Context() context.Context { return c.g.ctx }
+
+// Reply writes a frame to this client.
+func (c *Context) Reply(msgID uint32, payload []byte) error {
+	return c.c.conn.Send(msgID, payload)
+}
+
+// Login binds user to this session: the session's owner record and the
+// user's binding are written to Redis, and a previous session of the same
+// user, on this gate or any other, is kicked.
+func (c *Context) Login(user string) error {
+	if user == "" {
+		return errors.New("empty user name")
+	}
+	if u := c.User(); u != "" {
+		return fmt.Errorf("%w as %s", ErrAlreadyLoggedIn, u)
+	}
+	g := c.g
+	ctx, cancel := context.WithTimeout(g.ctx, redisTimeout)
+	defer cancel()
+	owner := session.Owner{Gate: g.cfg.ID, Token: c.c.token}
+	if err := g.node.Sessions.BindSession(ctx, c.c.sid, owner); err != nil {
+		return fmt.Errorf("login unavailable: %w", err)
+	}
+	prev, err := g.node.Sessions.BindUser(ctx, user, c.c.sid)
+	if err != nil {
+		_, _ = g.node.Sessions.UnbindSession(ctx, c.c.sid, owner)
+		return fmt.Errorf("login unavailable: %w", err)
+	}
+	if !c.c.login(user) {
+		return ErrAlreadyLoggedIn
+	}
+	if prev != "" && prev != c.c.sid {
+		g.kickSession(ctx, prev, "logged in elsewhere")
+	}
+	return nil
+}
+
+// Push sends a frame to a session on whichever gate owns it.
+func (c *Context) Push(sid string, msgID uint32, payload []byte) error {
+	if cl := c.g.client(sid); cl != nil {
+		return cl.conn.Send(msgID, payload)
+	}
+	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
+	defer cancel()
+	return c.g.node.Push(ctx, sid, msgID, payload)
+}
+
+// PushUser sends a frame to the session user is logged in with.
+func (c *Context) PushUser(user string, msgID uint32, payload []byte) error {
+	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
+	defer cancel()
+	return c.g.node.PushUser(ctx, user, msgID, payload)
+}
+
+// Broadcast sends a frame to every logged-in session on every gate.
+func (c *Context) Broadcast(msgID uint32, payload []byte) error {
+	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
+	defer cancel()
+	return c.g.node.Broadcast(ctx, msgID, payload)
+}
+
+// Kick closes a session wherever it lives; the client is told reason first.
+func (c *Context) Kick(sid, reason string) error {
+	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
+	defer cancel()
+	c.g.kickSession(ctx, sid, reason)
+	return nil
+}

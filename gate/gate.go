@@ -1,0 +1,532 @@
+// Package gate is the client-facing side of a zcluster: a zinx server that
+// speaks stock zinx TLV frames, gives each connection a cluster-unique
+// session, and routes every frame by msgID to a handler in the gate (routes
+// of group "gate") or to a node of the route's backend group over the relay.
+// Replies and pushes from backends are written back to the client.
+//
+// Every frame a client sends gets an answer or an error frame (msgID 65535,
+// {"msg_id":N,"error":"..."}): unknown msgID, not logged in, no live node for
+// the group, node unreachable, node gone, request timed out.
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/registry"
+	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/session"
+)
+
+// HandlerFunc handles a client message inside the gate. A returned error is
+// sent to the client as an error frame. The payload is only valid during the
+// call.
+type HandlerFunc func(c *Context) error
+
+// HandleOption adjusts a handler registration.
+type HandleOption func(*registry.Route)
+
+// Anonymous lets clients use the route before they log in.
+func Anonymous() HandleOption { return func(r *registry.Route) { r.Anonymous = true } }
+
+type localHandler struct {
+	route registry.Route
+	fn    HandlerFunc
+}
+
+// Gate is one client-facing node. Create it with New, add handlers with
+// Handle, then Start; Shutdown stops it.
+type Gate struct {
+	cfg Config
+	log *slog.Logger
+
+	handlers map[uint32]localHandler
+
+	node      *clusternode.Node
+	server    *zinxkit.Server
+	clientAdv string
+
+	mu      sync.RWMutex
+	clients map[string]*client // by session id
+
+	pending *pendingTable
+	seq     atomic.Uint64
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  atomic.Bool
+	stopping atomic.Bool
+	stopOnce sync.Once
+	done     chan struct{}
+}
+
+// client is the gate's state for one client connection.
+type client struct {
+	conn    *zinxkit.Conn
+	sid     string
+	sidB    []byte
+	token   string
+	mu      sync.Mutex
+	user    string
+	userB   []byte
+	closing atomic.Bool
+}
+
+func (c *client) login(user string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.user != "" {
+		return false
+	}
+	c.user, c.userB = user, []byte(user)
+	return true
+}
+
+func (c *client) identity() (string, []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user, c.userB
+}
+
+// New validates cfg and returns a gate that is not started yet.
+func New(cfg Config) (*Gate, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Gate{
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.ID),
+		handlers: make(map[uint32]localHandler),
+		clients:  make(map[string]*client),
+		pending:  newPendingTable(),
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// Handle registers a handler that runs inside the gate for msgID; the route
+// is published in etcd under group "gate". Call before Start.
+func (g *Gate) Handle(msgID uint32, name string, fn HandlerFunc, opts ...HandleOption) {
+	if g.started.Load() {
+		panic("gate: Handle after Start")
+	}
+	r := registry.Route{MsgID: msgID, Group: registry.GateGroup, Name: name}
+	for _, o := range opts {
+		o(&r)
+	}
+	g.handlers[msgID] = localHandler{route: r, fn: fn}
+}
+
+// Start joins the cluster: it watches the topology, starts the relay and the
+// client listener, and registers the gate and its routes in etcd.
+func (g *Gate) Start(ctx context.Context) error {
+	if !g.started.CompareAndSwap(false, true) {
+		return errors.New("gate: already started")
+	}
+	var err error
+	g.node, err = clusternode.Start(ctx, clusternode.Config{
+		ID: g.cfg.ID, Group: registry.GateGroup, Kind: registry.KindGate,
+		RelayListen: g.cfg.RelayListen, Advertise: g.cfg.Advertise,
+		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
+		Prefix: g.cfg.Prefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
+		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
+	})
+	if err != nil {
+		return fmt.Errorf("gate %s: %w", g.cfg.ID, err)
+	}
+	g.node.Relay.OnLinkDown(g.onLinkDown)
+	g.server, err = zinxkit.Listen(zinxkit.Config{
+		Name:     g.cfg.ID,
+		Addr:     g.cfg.ClientListen,
+		MaxFrame: g.cfg.MaxFrame,
+		Writer:   frame.WriterConfig{MaxPending: g.cfg.SendQueue},
+		Logger:   g.log,
+	}, clientHandler{g})
+	if err != nil {
+		g.node.Close(ctx)
+		return fmt.Errorf("gate %s: client listener: %w", g.cfg.ID, err)
+	}
+	g.clientAdv, err = clusternode.AdvertiseAddr(g.cfg.Advertise, g.server.Addr())
+	if err != nil {
+		g.server.Stop()
+		g.node.Close(ctx)
+		return err
+	}
+	routes := make([]registry.Route, 0, len(g.handlers))
+	for _, h := range g.handlers {
+		routes = append(routes, h.route)
+	}
+	if err := g.node.Register(ctx, g.clientAdv, routes); err != nil {
+		g.server.Stop()
+		g.node.Close(ctx)
+		return err
+	}
+	g.goLoop(g.sweepLoop)
+	g.goLoop(g.refreshLoop)
+	return nil
+}
+
+func (g *Gate) goLoop(fn func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
+}
+
+// ID returns the gate's node id.
+func (g *Gate) ID() string { return g.cfg.ID }
+
+// ClientAddr returns the address clients connect to (as advertised).
+func (g *Gate) ClientAddr() string { return g.clientAdv }
+
+// ListenAddr returns the address the client listener is bound to.
+func (g *Gate) ListenAddr() string { return g.server.Addr() }
+
+// RelayAddr returns the advertised relay address.
+func (g *Gate) RelayAddr() string { return g.node.RelayAddr() }
+
+// Topology returns the live cluster view the gate routes by.
+func (g *Gate) Topology() *registry.Topology { return g.node.Topology }
+
+// Sessions returns the number of connected clients.
+func (g *Gate) Sessions() int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return len(g.clients)
+}
+
+// Done is closed when Shutdown has finished.
+func (g *Gate) Done() <-chan struct{} { return g.done }
+
+// Shutdown stops the gate: it leaves etcd, tells every client why it is
+// being closed (msgID 9), closes the connections, removes their Redis
+// records and stops the relay. Safe to call twice; ctx bounds the wait.
+func (g *Gate) Shutdown(ctx context.Context) error {
+	g.stopOnce.Do(func() {
+		defer close(g.done)
+		g.stopping.Store(true)
+		if g.node == nil {
+			g.cancel()
+			return
+		}
+		if err := g.node.Deregister(ctx); err != nil {
+			g.log.Warn("deregister failed; the lease will expire", "cause", err)
+		}
+		if g.server != nil {
+			notice := kickPayload("gate shutting down")
+			var all []*client
+			g.mu.RLock()
+			for _, c := range g.clients {
+				all = append(all, c)
+			}
+			g.mu.RUnlock()
+			for _, c := range all {
+				_ = c.conn.Send(MsgKick, notice)
+			}
+			for _, c := range all {
+				_ = c.conn.Flush(200 * time.Millisecond)
+			}
+			g.server.Stop()
+			// Wait for OnClose of every connection (it starts the unbinds).
+			for g.Sessions() > 0 && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		g.cancel()
+		waitGroup(ctx, &g.wg)
+		g.node.Close(ctx)
+		g.log.Info("gate stopped")
+	})
+	return nil
+}
+
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) {
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// sweepLoop answers timed-out forwarded requests with error frames.
+func (g *Gate) sweepLoop() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, r := range g.pending.expire(now) {
+				g.sendErrorTo(r.session, r.msgID, fmt.Sprintf("request timed out after %v (node %s)", g.cfg.RequestTimeout, r.node))
+			}
+		}
+	}
+}
+
+// refreshLoop keeps this gate's Redis records alive, rewrites them after a
+// Redis restart, and kicks sessions whose user logged in elsewhere meanwhile.
+func (g *Gate) refreshLoop() {
+	t := time.NewTicker(g.cfg.SessionTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var bs []session.Binding
+		g.mu.RLock()
+		for _, c := range g.clients {
+			if u, _ := c.identity(); u != "" {
+				bs = append(bs, session.Binding{Session: c.sid, User: u, Owner: session.Owner{Gate: g.cfg.ID, Token: c.token}})
+			}
+		}
+		g.mu.RUnlock()
+		if len(bs) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTTL/3)
+		lost, err := g.node.Sessions.Refresh(ctx, bs)
+		cancel()
+		if err != nil {
+			g.log.Warn("session refresh failed", "sessions", len(bs), "cause", err)
+			continue
+		}
+		for _, b := range lost {
+			if c := g.client(b.Session); c != nil {
+				g.kickLocal(c, "logged in elsewhere")
+			}
+		}
+	}
+}
+
+func (g *Gate) client(sid string) *client {
+	g.mu.RLock()
+	c := g.clients[sid]
+	g.mu.RUnlock()
+	return c
+}
+
+func (g *Gate) clientBytes(sid []byte) *client {
+	g.mu.RLock()
+	c := g.clients[string(sid)]
+	g.mu.RUnlock()
+	return c
+}
+
+// errorFrame is the JSON body of msgID 65535.
+type errorFrame struct {
+	MsgID uint32 `json:"msg_id"`
+	Error string `json:"error"`
+}
+
+func errorPayload(msgID uint32, text string) []byte {
+	b, _ := json.Marshal(errorFrame{MsgID: msgID, Error: text})
+	return b
+}
+
+func kickPayload(reason string) []byte {
+	b, _ := json.Marshal(struct {
+		Reason string `json:"reason"`
+	}{reason})
+	return b
+}
+
+func (g *Gate) sendError(c *client, msgID uint32, text string) {
+	_ = c.conn.Send(MsgError, errorPayload(msgID, text))
+}
+
+func (g *Gate) sendErrorTo(sid string, msgID uint32, text string) {
+	if c := g.client(sid); c != nil {
+		g.sendError(c, msgID, text)
+	}
+}
+
+// kickLocal tells a local client why, then closes it once that is written.
+func (g *Gate) kickLocal(c *client, reason string) {
+	if !c.closing.CompareAndSwap(false, true) {
+		return
+	}
+	_ = c.conn.Send(MsgKick, kickPayload(reason))
+	g.log.Info("session kicked", "session", c.sid, "reason", reason)
+	g.goLoop(func() {
+		_ = c.conn.Flush(time.Second)
+		c.conn.Close()
+	})
+}
+
+// kickSession kicks sid wherever it lives.
+func (g *Gate) kickSession(ctx context.Context, sid, reason string) {
+	if c := g.client(sid); c != nil {
+		g.kickLocal(c, reason)
+		return
+	}
+	if err := g.node.Kick(ctx, sid, reason); err != nil && !errors.Is(err, clusternode.ErrOffline) {
+		g.log.Warn("kick failed", "session", sid, "cause", err)
+	}
+}
+
+// onLinkDown answers every request forwarded to a node whose link broke.
+func (g *Gate) onLinkDown(nodeID string, err error) {
+	for _, r := range g.pending.failNode(nodeID) {
+		g.sendErrorTo(r.session, r.msgID, fmt.Sprintf("node %s went away", nodeID))
+	}
+}
+
+// onEnvelope handles what other nodes send this gate.
+func (g *Gate) onEnvelope(env *relay.Envelope) {
+	switch env.Kind {
+	case relay.KindReply:
+		if c := g.clientBytes(env.Session); c != nil {
+			_ = c.conn.Send(env.MsgID, env.Payload)
+		}
+		if env.Flags&relay.FlagDone != 0 {
+			g.pending.done(env.Seq, string(env.Source))
+		}
+	case relay.KindDone:
+		r, ok := g.pending.done(env.Seq, string(env.Source))
+		if ok && env.Flags&relay.FlagError != 0 {
+			g.sendErrorTo(r.session, r.msgID, string(env.Payload))
+		}
+	case relay.KindPush:
+		if c := g.clientBytes(env.Session); c != nil {
+			_ = c.conn.Send(env.MsgID, env.Payload)
+		} else {
+			// Its owner record pointed here but the session is gone.
+			g.node.Sessions.Forget(string(env.Session))
+		}
+	case relay.KindKick:
+		if c := g.clientBytes(env.Session); c != nil {
+			g.kickLocal(c, string(env.Payload))
+		}
+	case relay.KindBroadcast:
+		g.broadcastLocal(env.MsgID, env.Payload)
+	default:
+		g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+	}
+}
+
+func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	for _, c := range g.clients {
+		if u, _ := c.identity(); u != "" {
+			_ = c.conn.Send(msgID, payload)
+		}
+	}
+}
+
+// clientHandler adapts the gate to zinxkit's connection events.
+type clientHandler struct{ g *Gate }
+
+func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
+	g := h.g
+	sid := session.NewID()
+	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken()}
+	conn.Value = c
+	if g.stopping.Load() {
+		c.closing.Store(true)
+		_ = conn.Send(MsgKick, kickPayload("gate shutting down"))
+		conn.Close()
+		return
+	}
+	g.mu.Lock()
+	g.clients[sid] = c
+	g.mu.Unlock()
+}
+
+func (h clientHandler) OnClose(conn *zinxkit.Conn) {
+	g := h.g
+	c, ok := conn.Value.(*client)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	if g.clients[c.sid] == c {
+		delete(g.clients, c.sid)
+	}
+	g.mu.Unlock()
+	user, _ := c.identity()
+	if user == "" {
+		return
+	}
+	// Compare-and-delete: a record that moved to another gate stays.
+	g.goLoop(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := g.node.Sessions.UnbindUser(ctx, user, c.sid); err != nil {
+			g.log.Warn("unbind user failed; the record will expire", "user", user, "session", c.sid, "cause", err)
+		}
+		if _, err := g.node.Sessions.UnbindSession(ctx, c.sid, session.Owner{Gate: g.cfg.ID, Token: c.token}); err != nil {
+			g.log.Warn("unbind session failed; the record will expire", "session", c.sid, "cause", err)
+		}
+	})
+}
+
+func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte) {
+	g := h.g
+	c, ok := conn.Value.(*client)
+	if !ok || c.closing.Load() {
+		return
+	}
+	route, ok := g.node.Topology.Route(msgID)
+	if !ok {
+		g.sendError(c, msgID, fmt.Sprintf("unknown msgID %d", msgID))
+		return
+	}
+	user, userB := c.identity()
+	if !route.Anonymous && user == "" {
+		g.sendError(c, msgID, "not logged in")
+		return
+	}
+	if route.Group == registry.GateGroup {
+		lh, ok := g.handlers[msgID]
+		if !ok {
+			g.sendError(c, msgID, fmt.Sprintf("msgID %d is a gate route this gate does not serve", msgID))
+			return
+		}
+		ctx := &Context{g: g, c: c, msgID: msgID, payload: payload}
+		if err := safeCall(lh.fn, ctx); err != nil {
+			g.sendError(c, msgID, err.Error())
+		}
+		return
+	}
+	node, ok := g.node.Topology.Pick(route.Group, c.sid)
+	if !ok {
+		g.sendError(c, msgID, fmt.Sprintf("no live node for group %q", route.Group))
+		return
+	}
+	seq := g.seq.Add(1)
+	g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
+	env := relay.Envelope{Kind: relay.KindForward, MsgID: msgID, Seq: seq, Session: c.sidB, User: userB, Payload: payload}
+	if err := g.node.Relay.Send(g.ctx, node.ID, &env); err != nil {
+		g.pending.remove(seq)
+		g.sendError(c, msgID, fmt.Sprintf("node %s unreachable: %v", node.ID, err))
+	}
+}
+
+func safeCall(fn HandlerFunc, c *Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.g.log.Error("gate handler panicked", "msg_id", c.msgID, "panic", r)
+			err = errors.New("internal error")
+		}
+	}()
+	return fn(c)
+}

@@ -1,0 +1,269 @@
+// Package clusternode is the part every zcluster node shares: the etcd
+// topology it routes by, its relay, its registration, and the session
+// directory with the delivery helpers built on it (push to a session or a
+// user on whichever gate owns it, kick, broadcast). gate and backend embed a
+// Node; it is not API for users.
+package clusternode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/zcluster/zcluster/registry"
+	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/session"
+)
+
+// ErrOffline is returned when a session or user has no live owner.
+var ErrOffline = errors.New("offline")
+
+// Config is what a node needs to join the cluster.
+type Config struct {
+	ID          string
+	Group       string
+	Kind        string // registry.KindGate or registry.KindBackend
+	RelayListen string // host:port the relay server binds
+	Advertise   string // host (or host:port) other nodes dial; "" derives it
+	Etcd        *clientv3.Client
+	Redis       redis.UniversalClient
+	Secret      []byte
+	Insecure    bool
+	Prefix      string
+	TTL         time.Duration // etcd lease TTL
+	SessionTTL  time.Duration // Redis record TTL
+	Version     string
+	Logger      *slog.Logger
+	// Handler receives every envelope that arrives on the relay.
+	Handler relay.Handler
+}
+
+// Node is a started cluster member.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	Topology *registry.Topology
+	Relay    *relay.Relay
+	Sessions *session.Store
+	relayAdv string
+
+	regMu sync.Mutex
+	reg   *registry.Registration
+
+	unsubscribe func()
+	stopInval   context.CancelFunc
+	invalDone   chan struct{}
+}
+
+// Start watches the topology, opens the session store and starts the relay.
+// The node is not registered yet: call Register once the caller's own
+// listeners are up.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.ID == "" || cfg.Group == "" {
+		return nil, errors.New("clusternode: id and group are required")
+	}
+	if cfg.Etcd == nil || cfg.Redis == nil {
+		return nil, errors.New("clusternode: etcd and redis clients are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger}
+	var err error
+	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: "", TTL: cfg.SessionTTL, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	regCfg := n.registryConfig()
+	n.Topology, err = registry.Watch(ctx, regCfg)
+	if err != nil {
+		return nil, fmt.Errorf("clusternode %s: watch topology: %w", cfg.ID, err)
+	}
+	n.Relay, err = relay.New(relay.Config{
+		NodeID:   cfg.ID,
+		Listen:   cfg.RelayListen,
+		Secret:   cfg.Secret,
+		Insecure: cfg.Insecure,
+		Resolve: func(id string) (string, bool) {
+			nd, ok := n.Topology.Node(id)
+			if !ok {
+				return "", false
+			}
+			return nd.RelayAddr, true
+		},
+		Logger: cfg.Logger,
+	}, cfg.Handler)
+	if err != nil {
+		n.Topology.Close()
+		return nil, err
+	}
+	if err := n.Relay.Start(); err != nil {
+		n.Topology.Close()
+		return nil, fmt.Errorf("clusternode %s: relay: %w", cfg.ID, err)
+	}
+	n.relayAdv, err = AdvertiseAddr(cfg.Advertise, n.Relay.Addr())
+	if err != nil {
+		n.Relay.Close()
+		n.Topology.Close()
+		return nil, err
+	}
+	// Other nodes' takeovers invalidate this node's session cache.
+	invalCtx, stopInval := context.WithCancel(context.Background())
+	n.stopInval, n.invalDone = stopInval, make(chan struct{})
+	go func() {
+		defer close(n.invalDone)
+		n.Sessions.RunInvalidation(invalCtx)
+	}()
+	// A peer that leaves etcd loses its link.
+	n.unsubscribe = n.Topology.Subscribe(func(ev registry.Event) {
+		if ev.Type == registry.NodeRemoved && ev.Node.ID != cfg.ID {
+			n.Relay.DropPeer(ev.Node.ID)
+		}
+	})
+	return n, nil
+}
+
+func (n *Node) registryConfig() registry.Config {
+	return registry.Config{Client: n.cfg.Etcd, Prefix: n.cfg.Prefix, TTL: n.cfg.TTL, Logger: n.cfg.Logger}
+}
+
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RelayAddr returns the advertised relay address.
+func (n *Node) RelayAddr() string { return n.relayAdv }
+
+// Register publishes the node and its routes in etcd under a lease.
+func (n *Node) Register(ctx context.Context, clientAddr string, routes []registry.Route) error {
+	node := registry.Node{
+		ID:         n.cfg.ID,
+		Group:      n.cfg.Group,
+		Kind:       n.cfg.Kind,
+		RelayAddr:  n.relayAdv,
+		ClientAddr: clientAddr,
+		Routes:     routes,
+		Version:    n.cfg.Version,
+		StartedAt:  time.Now().UTC(),
+	}
+	reg, err := registry.Register(ctx, n.registryConfig(), node)
+	if err != nil {
+		return fmt.Errorf("clusternode %s: %w", n.cfg.ID, err)
+	}
+	n.regMu.Lock()
+	n.reg = reg
+	n.regMu.Unlock()
+	n.log.Info("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
+	return nil
+}
+
+// Registered reports whether the node's keys are believed present in etcd.
+func (n *Node) Registered() bool {
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	return n.reg != nil && n.reg.Registered()
+}
+
+// Deregister revokes the lease so every other node drops this one at once.
+func (n *Node) Deregister(ctx context.Context) error {
+	n.regMu.Lock()
+	reg := n.reg
+	n.regMu.Unlock()
+	if reg == nil {
+		return nil
+	}
+	return reg.Close(ctx)
+}
+
+// Close deregisters (if still registered) and stops the relay and the watch.
+func (n *Node) Close(ctx context.Context) {
+	if err := n.Deregister(ctx); err != nil {
+		n.log.Warn("deregister failed; the lease will expire", "node", n.cfg.ID, "cause", err)
+	}
+	if n.unsubscribe != nil {
+		n.unsubscribe()
+	}
+	n.Relay.Close()
+	n.Topology.Close()
+	n.stopInval()
+	<-n.invalDone
+}
+
+// ownerGate resolves the live gate that owns sid.
+func (n *Node) ownerGate(ctx context.Context, sid string) (string, error) {
+	o, err := n.Sessions.LookupOwner(ctx, sid)
+	if err != nil {
+		if errors.Is(err, session.ErrNotFound) {
+			return "", fmt.Errorf("session %s: %w", sid, ErrOffline)
+		}
+		return "", err
+	}
+	if _, ok := n.Topology.Node(o.Gate); !ok {
+		// Its gate is gone; the record will expire with its TTL.
+		n.Sessions.Forget(sid)
+		return "", fmt.Errorf("session %s: gate %s is gone: %w", sid, o.Gate, ErrOffline)
+	}
+	return o.Gate, nil
+}
+
+// Push sends one frame to a session on whichever gate owns it.
+func (n *Node) Push(ctx context.Context, sid string, msgID uint32, payload []byte) error {
+	gate, err := n.ownerGate(ctx, sid)
+	if err != nil {
+		return err
+	}
+	return n.Relay.Send(ctx, gate, &relay.Envelope{Kind: relay.KindPush, MsgID: msgID, Session: []byte(sid), Payload: payload})
+}
+
+// SessionOf returns the live session bound to user.
+func (n *Node) SessionOf(ctx context.Context, user string) (sid, gate string, err error) {
+	sid, o, err := n.Sessions.LookupUser(ctx, user)
+	if err != nil {
+		if errors.Is(err, session.ErrNotFound) {
+			return "", "", fmt.Errorf("user %s: %w", user, ErrOffline)
+		}
+		return "", "", err
+	}
+	if _, ok := n.Topology.Node(o.Gate); !ok {
+		n.Sessions.ForgetUser(user)
+		n.Sessions.Forget(sid)
+		return "", "", fmt.Errorf("user %s: gate %s is gone: %w", user, o.Gate, ErrOffline)
+	}
+	return sid, o.Gate, nil
+}
+
+// PushUser sends one frame to the session user is logged in with.
+func (n *Node) PushUser(ctx context.Context, user string, msgID uint32, payload []byte) error {
+	sid, gate, err := n.SessionOf(ctx, user)
+	if err != nil {
+		return err
+	}
+	return n.Relay.Send(ctx, gate, &relay.Envelope{Kind: relay.KindPush, MsgID: msgID, Session: []byte(sid), Payload: payload})
+}
+
+// Kick closes a session on its gate; the client is told reason first.
+func (n *Node) Kick(ctx context.Context, sid, reason string) error {
+	gate, err := n.ownerGate(ctx, sid)
+	if err != nil {
+		return err
+	}
+	return n.Relay.Send(ctx, gate, &relay.Envelope{Kind: relay.KindKick, Session: []byte(sid), Payload: []byte(reason)})
+}
+
+// Broadcast sends one frame to every logged-in session on every gate. It
+// returns the first error after trying every gate.
+func (n *Node) Broadcast(ctx context.Context, msgID uint32, payload []byte) error {
+	var first error
+	for _, g := range n.Topology.Nodes(registry.GateGroup) {
+		err := n.Relay.Send(ctx, g.ID, &relay.Envelope{Kind: relay.KindBroadcast, MsgID: msgID, Payload: payload})
+		if err != nil && first == nil {
+			first = fmt.Errorf("broadcast to %s: %w", g.ID, err)
+		}
+	}
+	return first
+}

@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/zcluster/zcluster/backend"
+	"github.com/zcluster/zcluster/examples/chat"
+	"github.com/zcluster/zcluster/gate"
+	"github.com/zcluster/zcluster/internal/embedetcd"
+	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/zclient"
+)
+
+const (
+	testTTL        = 2 * time.Second
+	testSessionTTL = 6 * time.Second
+)
+
+// cluster is an in-process test cluster: one embedded etcd, one Redis, and
+// any number of gates and backends, each with its own etcd and Redis
+// clients as separate processes would have.
+type cluster struct {
+	t         *testing.T
+	etcd      *embedetcd.Server
+	redisAddr string
+	secret    []byte
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	gates    map[string]*gate.Gate
+	backends map[string]*backend.Server
+	closers  []func() // store clients, closed after the nodes
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := embedetcd.Start(ctx, t.TempDir())
+	if err != nil {
+		t.Fatalf("embedded etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	c := &cluster{
+		t:         t,
+		etcd:      e,
+		redisAddr: testkit.Redis(t),
+		secret:    []byte("e2e-secret"),
+		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		gates:     map[string]*gate.Gate{},
+		backends:  map[string]*backend.Server{},
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *cluster) clients() (*clientv3.Client, redis.UniversalClient) {
+	c.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: nopZap()})
+	if err != nil {
+		c.t.Fatalf("etcd client: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr})
+	c.mu.Lock()
+	c.closers = append(c.closers, func() { _ = rdb.Close(); _ = cli.Close() })
+	c.mu.Unlock()
+	return cli, rdb
+}
+
+// startGate starts a gate running the chat app (plus extra setup).
+func (c *cluster) startGate(id string, setup ...func(*gate.Gate)) *gate.Gate {
+	c.t.Helper()
+	cli, rdb := c.clients()
+	g, err := gate.New(gate.Config{
+		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
+		Etcd: cli, Redis: rdb, Secret: c.secret,
+		TTL: testTTL, SessionTTL: testSessionTTL, RequestTimeout: 3 * time.Second,
+		Logger: c.log,
+	})
+	if err != nil {
+		c.t.Fatalf("gate %s: %v", id, err)
+	}
+	chat.SetupGate(g)
+	for _, s := range setup {
+		s(g)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := g.Start(ctx); err != nil {
+		c.t.Fatalf("gate %s start: %v", id, err)
+	}
+	c.mu.Lock()
+	c.gates[id] = g
+	c.mu.Unlock()
+	return g
+}
+
+// startBackend starts a backend of group; with no setup it runs the chat app.
+func (c *cluster) startBackend(id, group string, setup ...func(*backend.Server)) *backend.Server {
+	c.t.Helper()
+	cli, rdb := c.clients()
+	b, err := backend.New(backend.Config{
+		ID: id, Group: group, RelayListen: "127.0.0.1:0",
+		Etcd: cli, Redis: rdb, Secret: c.secret,
+		TTL: testTTL, SessionTTL: testSessionTTL, CallTimeout: 3 * time.Second,
+		Logger: c.log,
+	})
+	if err != nil {
+		c.t.Fatalf("backend %s: %v", id, err)
+	}
+	if len(setup) == 0 {
+		if err := chat.SetupBackend(b); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	for _, s := range setup {
+		s(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		c.t.Fatalf("backend %s start: %v", id, err)
+	}
+	c.mu.Lock()
+	c.backends[id] = b
+	c.mu.Unlock()
+	return b
+}
+
+func (c *cluster) stopAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.gates {
+		_ = g.Shutdown(ctx)
+	}
+	for _, b := range c.backends {
+		_ = b.Shutdown(ctx)
+	}
+	for _, fn := range c.closers {
+		fn()
+	}
+}
+
+// waitGroupSize waits until every gate sees n nodes in group.
+func (c *cluster) waitGroupSize(group string, n int, timeout time.Duration) {
+	c.t.Helper()
+	testkit.CheckFor(c.t, timeout, 20*time.Millisecond, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for id, g := range c.gates {
+			if got := len(g.Topology().Nodes(group)); got != n {
+				return fmt.Errorf("gate %s sees %d nodes in %s, want %d", id, got, group, n)
+			}
+		}
+		return nil
+	})
+}
+
+func dial(t *testing.T, g *gate.Gate) *zclient.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := zclient.Dial(ctx, g.ListenAddr())
+	if err != nil {
+		t.Fatalf("dial %s: %v", g.ID(), err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func expect(t *testing.T, conn *zclient.Conn, msgID uint32) zclient.Frame {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, skipped, err := conn.Expect(ctx, msgID)
+	if err != nil {
+		t.Fatalf("%v (skipped %s)", err, describe(skipped))
+	}
+	return f
+}
+
+func describe(fs []zclient.Frame) string {
+	var parts []string
+	for _, f := range fs {
+		parts = append(parts, fmt.Sprintf("%d:%q", f.MsgID, f.Payload))
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+func login(t *testing.T, conn *zclient.Conn, user string) chat.LoginReply {
+	t.Helper()
+	if err := conn.Send(chat.MsgLogin, []byte(user)); err != nil {
+		t.Fatal(err)
+	}
+	var r chat.LoginReply
+	f := expect(t, conn, chat.MsgLogin)
+	if err := json.Unmarshal(f.Payload, &r); err != nil || !r.OK {
+		t.Fatalf("login %s: %s (%v)", user, f.Payload, err)
+	}
+	return r
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type errorFrame struct {
+	MsgID uint32 `json:"msg_id"`
+	Error string `json:"error"`
+}
+
+func decodeError(t *testing.T, f zclient.Frame) errorFrame {
+	t.Helper()
+	var e errorFrame
+	if err := json.Unmarshal(f.Payload, &e); err != nil {
+		t.Fatalf("error frame %q: %v", f.Payload, err)
+	}
+	return e
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// zclusterBinary builds cmd/zcluster once per test run.
+func zclusterBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "zcluster-e2e-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "zcluster")
+		cmd := exec.Command("go", "build", "-o", binPath, "github.com/zcluster/zcluster/cmd/zcluster")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func splitHostPort(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}
