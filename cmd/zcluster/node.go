@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/zcluster/zcluster/backend"
+	"github.com/zcluster/zcluster/gate"
+)
+
+const (
+	// startTimeout bounds how long a node may take to join the cluster.
+	startTimeout = 30 * time.Second
+	// shutdownTimeout bounds a node's clean stop after SIGINT or SIGTERM.
+	shutdownTimeout = 15 * time.Second
+)
+
+// nodeKind says which flags a node command has and how its id defaults.
+type nodeKind int
+
+const (
+	kindGate nodeKind = iota
+	kindBackend
+)
+
+func (k nodeKind) String() string {
+	if k == kindGate {
+		return "gate"
+	}
+	return "backend"
+}
+
+// nodeFlags holds the flags of the gate and backend commands.
+type nodeFlags struct {
+	id         string
+	listen     string // gate only
+	maxFrame   int    // gate only
+	group      string // backend only
+	relay      string
+	advertise  string
+	etcd       string
+	etcdPrefix string
+	redis      string
+	secret     string
+	insecure   bool
+	ttl        time.Duration
+	sessionTTL time.Duration
+	app        string
+}
+
+// bindNodeFlags defines the flags of a node of kind on fs, with defaults
+// taken from the gate and backend packages, and names each flag's
+// environment variable in its usage text.
+func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
+	gd, bd := gate.DefaultConfig(), backend.DefaultConfig()
+	if kind == kindGate {
+		fs.StringVar(&f.id, "id", "", "node id, unique in the cluster (default gate-<hostname>-<4 random hex>, new at every start)")
+		fs.StringVar(&f.listen, "listen", gd.ClientListen, "address clients connect to, host:port")
+		fs.StringVar(&f.relay, "relay", gd.RelayListen, "relay address other nodes connect to, host:port")
+		fs.IntVar(&f.maxFrame, "max-frame", gd.MaxFrame, "largest client frame payload in bytes; a bigger frame closes the connection")
+	} else {
+		fs.StringVar(&f.id, "id", "", "node id, unique in the cluster (default <group>-<hostname>-<4 random hex>, new at every start)")
+		fs.StringVar(&f.group, "group", "", "backend group this node serves, e.g. im or echo (required)")
+		fs.StringVar(&f.relay, "relay", bd.RelayListen, "relay address gates and other backends connect to, host:port")
+	}
+	fs.StringVar(&f.advertise, "advertise", "", "host other nodes dial to reach this node (default: the listen host, or the first non-loopback address if that is a wildcard)")
+	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma list (http:// is added when no scheme is given)")
+	fs.StringVar(&f.etcdPrefix, "etcd-prefix", gd.Prefix, "etcd key prefix")
+	fs.StringVar(&f.redis, "redis", "127.0.0.1:6379", "Redis address host:port; a comma list means several addresses (Redis Cluster)")
+	fs.StringVar(&f.secret, "secret", "", "cluster secret that authenticates relay links (required unless --insecure; prefer the environment variable: command lines are visible to other users)")
+	fs.BoolVar(&f.insecure, "insecure", false, "development only: allow relay links without a secret")
+	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
+	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
+	fs.StringVar(&f.app, "app", "chat", "built-in application whose handlers the node runs (chat)")
+	annotateEnv(fs)
+}
+
+// check validates the flags that need no network, and fills in a default id.
+func (f *nodeFlags) check(kind nodeKind) error {
+	if kind == kindBackend && f.group == "" {
+		return errors.New("--group (or ZC_GROUP) is required for a backend, e.g. --group im")
+	}
+	if f.secret == "" && !f.insecure {
+		return errors.New("--secret (or ZC_SECRET) is required; --insecure runs without one, for development only")
+	}
+	if f.ttl < time.Second {
+		return fmt.Errorf("--ttl %v: must be at least 1s", f.ttl)
+	}
+	if f.sessionTTL < time.Second {
+		return fmt.Errorf("--session-ttl %v: must be at least 1s", f.sessionTTL)
+	}
+	if _, err := lookupApp(f.app); err != nil {
+		return err
+	}
+	if f.id == "" {
+		prefix := "gate"
+		if kind == kindBackend {
+			prefix = f.group
+		}
+		f.id = defaultID(prefix)
+	}
+	return nil
+}
+
+// defaultID returns "<prefix>-<hostname>-<4 random hex digits>": unique per
+// start, recognisable in etcd.
+func defaultID(prefix string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	var b [2]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return prefix + "-" + host + "-" + hex.EncodeToString(b[:])
+}
+
+func newGateCmd(c *cli) *cobra.Command {
+	f := &nodeFlags{}
+	cmd := &cobra.Command{
+		Use:   "gate",
+		Short: "Run a gate: the client-facing node that routes messages to backend groups",
+		Example: `  zcluster gate --id gate-1 --listen 127.0.0.1:18001 --relay 127.0.0.1:19001 \
+    --etcd 127.0.0.1:2379 --redis 127.0.0.1:6379 --secret S`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.runGate(cmd.Context(), f)
+		},
+	}
+	bindNodeFlags(cmd.Flags(), f, kindGate)
+	return cmd
+}
+
+func newBackendCmd(c *cli) *cobra.Command {
+	f := &nodeFlags{}
+	cmd := &cobra.Command{
+		Use:   "backend",
+		Short: "Run a backend node serving one group of msgIDs",
+		Example: `  zcluster backend --id im-1 --group im --app chat --relay 127.0.0.1:19101 \
+    --etcd 127.0.0.1:2379 --redis 127.0.0.1:6379 --secret S`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.runBackend(cmd.Context(), f)
+		},
+	}
+	bindNodeFlags(cmd.Flags(), f, kindBackend)
+	return cmd
+}
+
+// runGate runs a gate until ctx ends, then shuts it down.
+func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
+	if err := f.check(kindGate); err != nil {
+		return err
+	}
+	app, _ := lookupApp(f.app)
+	st, err := openStores(f.etcd, f.redis)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	g, err := gate.New(gate.Config{
+		ID:           f.id,
+		ClientListen: f.listen,
+		RelayListen:  f.relay,
+		Advertise:    f.advertise,
+		Etcd:         st.etcd,
+		Redis:        st.redis,
+		Secret:       []byte(f.secret),
+		Insecure:     f.insecure,
+		Prefix:       f.etcdPrefix,
+		TTL:          f.ttl,
+		SessionTTL:   f.sessionTTL,
+		MaxFrame:     f.maxFrame,
+		Version:      version(),
+		Logger:       c.log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := app.setupGate(g); err != nil {
+		return err
+	}
+	return c.serveNode(ctx, f, st, node{
+		start:    g.Start,
+		shutdown: g.Shutdown,
+		started: func() {
+			c.log.Info("gate running", "id", g.ID(), "app", f.app, "clients", g.ClientAddr(), "relay", g.RelayAddr())
+		},
+	})
+}
+
+// runBackend runs a backend until ctx ends, then shuts it down.
+func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
+	if err := f.check(kindBackend); err != nil {
+		return err
+	}
+	app, _ := lookupApp(f.app)
+	st, err := openStores(f.etcd, f.redis)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	b, err := backend.New(backend.Config{
+		ID:          f.id,
+		Group:       f.group,
+		RelayListen: f.relay,
+		Advertise:   f.advertise,
+		Etcd:        st.etcd,
+		Redis:       st.redis,
+		Secret:      []byte(f.secret),
+		Insecure:    f.insecure,
+		Prefix:      f.etcdPrefix,
+		TTL:         f.ttl,
+		SessionTTL:  f.sessionTTL,
+		Version:     version(),
+		Logger:      c.log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := app.setupBackend(b); err != nil {
+		return err
+	}
+	return c.serveNode(ctx, f, st, node{
+		start:    b.Start,
+		shutdown: b.Shutdown,
+		started: func() {
+			c.log.Info("backend running", "id", b.ID(), "group", b.Group(), "app", f.app, "relay", b.RelayAddr())
+		},
+	})
+}
+
+// node is the lifecycle of a gate or a backend.
+type node struct {
+	start    func(context.Context) error
+	shutdown func(context.Context) error
+	started  func()
+}
+
+// serveNode checks that etcd and Redis answer, starts n, waits for ctx to
+// end (SIGINT or SIGTERM) and shuts n down within shutdownTimeout.
+func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) error {
+	if f.insecure {
+		c.log.Warn("running with --insecure: relay links are not authenticated; for development only")
+	}
+	if err := st.check(ctx, f.etcdPrefix); err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
+	err := n.start(startCtx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted while starting %s", f.id)
+		}
+		return err
+	}
+	n.started()
+	<-ctx.Done()
+	c.log.Info("stopping", "id", f.id, "timeout", shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := n.shutdown(sctx); err != nil {
+		return fmt.Errorf("%s: shutdown: %w", f.id, err)
+	}
+	if sctx.Err() != nil {
+		return fmt.Errorf("%s: shutdown did not finish within %v", f.id, shutdownTimeout)
+	}
+	c.log.Info("stopped", "id", f.id)
+	return nil
+}

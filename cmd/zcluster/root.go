@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// cli is what every command shares: the process's streams, its environment
+// and the logger built from --log-level. There is no package-level state.
+type cli struct {
+	lookupEnv func(string) (string, bool)
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
+
+	logLevel string
+	log      *slog.Logger
+}
+
+// run executes the command line args and returns the exit status. Errors are
+// printed as one line on stderr, prefixed with "zcluster: ".
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		// A bug must still end as one line and a non-zero status.
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "zcluster: internal error: %s\n", oneLine(fmt.Sprint(r)))
+			code = 2
+		}
+	}()
+	c := &cli{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRootCmd(c)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(stderr, "zcluster: %s\n", oneLine(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+// newRootCmd builds the command tree.
+func newRootCmd(c *cli) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "zcluster",
+		Short: "Run a zcluster: gates and backends for the zinx TCP framework, joined by etcd and Redis",
+		Long: `zcluster turns the zinx TCP framework into a cluster: client-facing gates
+route messages by msgID to backend groups; nodes find each other in etcd;
+sessions live in Redis.
+
+Every flag also reads an environment variable, ZC_<FLAG> in upper case with
+dashes as underscores (--etcd-prefix is ZC_ETCD_PREFIX). A flag given on the
+command line wins over the environment, which wins over the default.`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		PersistentPreRunE: c.prepare,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.PersistentFlags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	annotateEnv(root.PersistentFlags())
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())
+	})
+	root.AddCommand(
+		newGateCmd(c),
+		newBackendCmd(c),
+		newDemoCmd(c),
+		newChatCmd(c),
+		newVersionCmd(c),
+	)
+	return root
+}
+
+// prepare runs before every command: it fills the flags not given on the
+// command line from the environment, then builds the logger.
+func (c *cli) prepare(cmd *cobra.Command, _ []string) error {
+	if err := applyEnv(cmd.Flags(), c.lookupEnv); err != nil {
+		return err
+	}
+	level, err := parseLevel(c.logLevel)
+	if err != nil {
+		return err
+	}
+	c.log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	return nil
+}
+
+// parseLevel accepts exactly debug, info, warn and error (any case).
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", s)
+}
+
+// oneLine folds a message onto one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
