@@ -67,10 +67,14 @@ type Server struct {
 	stop    sync.Once
 	conns   sync.Map // ziface.IConnection -> *Conn
 	nconns  atomic.Int64
+	opened  atomic.Int64 // connections ever started; Listen waits for its probe
 }
 
 // Conn is one accepted connection.
 type Conn struct {
+	// mu serialises frame delivery with close: zinx may run OnConnStop while
+	// the reader is still inside the decoder.
+	mu     sync.Mutex
 	zc     ziface.IConnection
 	w      *frame.Writer
 	dec    *frame.Decoder
@@ -145,7 +149,7 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 	zs.SetOnConnStop(s.onStop)
 	s.zs = zs
 	zs.Start()
-	if err := waitListening(s.addr, 3*time.Second); err != nil {
+	if err := s.waitListening(3 * time.Second); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("%w %s: %v", ErrListen, s.addr, err)
 	}
@@ -166,22 +170,28 @@ func probe(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-func waitListening(addr string, timeout time.Duration) error {
-	dialAddr := addr
-	if host, port, _ := net.SplitHostPort(addr); host == "" || net.ParseIP(host).IsUnspecified() {
+// waitListening dials the server until it accepts, then waits until zinx
+// has started that probe connection (zinx's Stop panics on a connection it
+// accepted but has not started yet).
+func (s *Server) waitListening(timeout time.Duration) error {
+	dialAddr := s.addr
+	if host, port, _ := net.SplitHostPort(s.addr); host == "" || net.ParseIP(host).IsUnspecified() {
 		dialAddr = net.JoinHostPort("127.0.0.1", port)
 	}
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
 		c, err := net.DialTimeout("tcp", dialAddr, 200*time.Millisecond)
-		if err == nil {
-			// A probe connection: zinx accepts it and sees EOF at once.
-			_ = c.Close()
-			return nil
+		if err != nil {
+			last = err
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
-		last = err
-		time.Sleep(10 * time.Millisecond)
+		defer c.Close()
+		for s.opened.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		return nil
 	}
 	return last
 }
@@ -195,6 +205,13 @@ func (s *Server) Len() int { return int(s.nconns.Load()) }
 // Stop closes the listener and every connection. Safe to call twice.
 func (s *Server) Stop() {
 	s.stop.Do(func() {
+		defer func() {
+			// zinx v1.2.8 can panic stopping a connection it has accepted
+			// but not started; the listener must still be closed.
+			if r := recover(); r != nil {
+				s.cfg.Logger.Warn("zinx stop panicked", "server", s.cfg.Name, "panic", r)
+			}
+		}()
 		s.zs.Stop()
 	})
 }
@@ -221,6 +238,7 @@ func (s *Server) onStart(zc ziface.IConnection) {
 	s.conns.Store(zc, c)
 	s.nconns.Add(1)
 	s.handler.OnOpen(c)
+	s.opened.Add(1)
 }
 
 func (s *Server) onStop(zc ziface.IConnection) {
@@ -229,7 +247,9 @@ func (s *Server) onStop(zc ziface.IConnection) {
 		return
 	}
 	c := v.(*Conn)
+	c.mu.Lock()
 	c.closed.Store(true)
+	c.mu.Unlock()
 	c.w.Close()
 	s.nconns.Add(-1)
 	s.handler.OnClose(c)
@@ -252,6 +272,8 @@ func (d rawDecoder) Intercept(chain ziface.IChain) ziface.IcResp {
 		return nil
 	}
 	c := v.(*Conn)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed.Load() {
 		return nil
 	}

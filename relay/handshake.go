@@ -1,0 +1,164 @@
+package relay
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/zcluster/zcluster/internal/frame"
+)
+
+// Frame msgIDs on a relay link. The handshake uses 1..3, in that order,
+// once; after it only FrameEnvelope frames flow (dialer -> listener).
+const (
+	FrameChallenge uint32 = 1  // listener -> dialer: version u8 | nonceS[32]
+	FrameAuth      uint32 = 2  // dialer -> listener: version u8 | nonceC[32] | idLen u8 | nodeID | mac[32]
+	FrameAccept    uint32 = 3  // listener -> dialer: mac[32]
+	FrameEnvelope  uint32 = 16 // dialer -> listener: one Envelope
+)
+
+const (
+	nonceLen = 32
+	macLen   = sha256.Size
+
+	challengeLen = 1 + nonceLen
+	acceptLen    = macLen
+	// maxAuthLen bounds an Auth payload: a node id is at most 255 bytes.
+	maxAuthLen = 1 + nonceLen + 1 + MaxFieldLen + macLen
+
+	labelClient = "zc-relay-client"
+	labelServer = "zc-relay-server"
+)
+
+// errPeerClosed is the handshake cause when the listener hangs up instead of
+// accepting: almost always a different secret.
+var errPeerClosed = errors.New("peer closed the connection (different secret?)")
+
+// clientMAC proves the dialer knows secret; it binds the listener's fresh
+// nonce, so an Auth captured from one connection is useless on another.
+func clientMAC(secret, nonceS, nonceC, nodeID []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(labelClient))
+	m.Write(nonceS)
+	m.Write(nonceC)
+	m.Write(nodeID)
+	return m.Sum(nil)
+}
+
+// serverMAC proves the listener knows secret too (mutual authentication).
+// The distinct label keeps it from ever equalling a client MAC.
+func serverMAC(secret, nonceC, nonceS []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(labelServer))
+	m.Write(nonceC)
+	m.Write(nonceS)
+	return m.Sum(nil)
+}
+
+// newNonce fills a fresh random nonce.
+func newNonce() ([]byte, error) {
+	n := make([]byte, nonceLen)
+	if _, err := rand.Read(n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// authMsg is a parsed Auth payload; its slices alias the frame.
+type authMsg struct {
+	nonceC []byte
+	nodeID []byte
+	mac    []byte
+}
+
+// parseAuth checks the Auth layout exactly; it does not verify the MAC.
+func parseAuth(p []byte) (authMsg, error) {
+	if len(p) < 1+nonceLen+1 || p[0] != Version {
+		return authMsg{}, errors.New("bad auth header")
+	}
+	idLen := int(p[1+nonceLen])
+	if idLen == 0 || len(p) != 1+nonceLen+1+idLen+macLen {
+		return authMsg{}, errors.New("bad auth length")
+	}
+	idOff := 1 + nonceLen + 1
+	return authMsg{
+		nonceC: p[1 : 1+nonceLen],
+		nodeID: p[idOff : idOff+idLen],
+		mac:    p[idOff+idLen:],
+	}, nil
+}
+
+// buildAuth returns the Auth payload answering nonceS.
+func buildAuth(secret, nonceS, nonceC, nodeID []byte) []byte {
+	p := make([]byte, 0, 1+nonceLen+1+len(nodeID)+macLen)
+	p = append(p, Version)
+	p = append(p, nonceC...)
+	p = append(p, byte(len(nodeID)))
+	p = append(p, nodeID...)
+	return append(p, clientMAC(secret, nonceS, nonceC, nodeID)...)
+}
+
+// readFrame reads one whole handshake frame from a plain connection,
+// refusing payloads longer than max.
+func readFrame(r io.Reader, max int) (uint32, []byte, error) {
+	var h [frame.HeaderLen]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	id := binary.BigEndian.Uint32(h[0:4])
+	n := binary.BigEndian.Uint32(h[4:8])
+	if uint64(n) > uint64(max) {
+		return id, nil, fmt.Errorf("frame %d declares %d bytes, handshake limit %d", id, n, max)
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return id, nil, err
+	}
+	return id, p, nil
+}
+
+// clientHandshake runs the dialer's side on conn, whose deadline the caller
+// has set: read Challenge, send Auth, verify Accept. The error is the bare
+// cause; the caller wraps it.
+func clientHandshake(conn net.Conn, secret, nodeID []byte) error {
+	id, p, err := readFrame(conn, challengeLen)
+	if err != nil {
+		return fmt.Errorf("reading challenge: %w", err)
+	}
+	if id != FrameChallenge || len(p) != challengeLen || p[0] != Version {
+		return fmt.Errorf("unexpected frame %d (%d bytes) instead of a version %d challenge", id, len(p), Version)
+	}
+	nonceS := p[1:]
+	nonceC, err := newNonce()
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(frame.Append(nil, FrameAuth, buildAuth(secret, nonceS, nonceC, nodeID))); err != nil {
+		return fmt.Errorf("sending auth: %w", err)
+	}
+	id, p, err = readFrame(conn, acceptLen)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+			return errPeerClosed
+		}
+		return fmt.Errorf("reading accept: %w", err)
+	}
+	if id != FrameAccept || len(p) != acceptLen {
+		return fmt.Errorf("unexpected frame %d (%d bytes) instead of accept", id, len(p))
+	}
+	if !hmac.Equal(p, serverMAC(secret, nonceC, nonceS)) {
+		return errors.New("peer failed to prove the secret")
+	}
+	return nil
+}
+
+// isReset reports a connection reset by the peer.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
