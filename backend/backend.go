@@ -25,6 +25,7 @@ import (
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/session"
 )
 
 // HandlerFunc handles one message. A returned error reaches the client as
@@ -171,6 +172,27 @@ func (s *Server) RelayAddr() string { return s.node.RelayAddr() }
 // Topology returns the live cluster view.
 func (s *Server) Topology() *registry.Topology { return s.node.Topology }
 
+// Registered reports whether the node is registered in etcd right now.
+func (s *Server) Registered() bool { return s.node != nil && s.node.Registered() }
+
+// Reregistrations returns how many times the node had to register again.
+func (s *Server) Reregistrations() int64 { return s.node.Reregistrations() }
+
+// RelayStats returns the relay's counters.
+func (s *Server) RelayStats() relay.Stats { return s.node.Relay.Stats() }
+
+// RelayPeers returns the nodes this backend has a live outbound link to.
+func (s *Server) RelayPeers() []string { return s.node.Relay.Peers() }
+
+// Queued returns the number of messages received and not yet handled.
+func (s *Server) Queued() int64 { return s.inflight.Load() }
+
+// SessionStats returns the session directory's counters.
+func (s *Server) SessionStats() session.Stats { return s.node.Sessions.Stats() }
+
+// PingRedis checks that Redis answers.
+func (s *Server) PingRedis(ctx context.Context) error { return s.node.Sessions.Ping(ctx) }
+
 // Done is closed when Shutdown has finished.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
@@ -263,6 +285,7 @@ func (s *Server) shard(session []byte, seq uint64) int {
 }
 
 func (s *Server) run(t *task) {
+	start := time.Now()
 	c := &Context{s: s, t: t}
 	h, ok := s.handlers[t.msgID]
 	var err error
@@ -275,6 +298,7 @@ func (s *Server) run(t *task) {
 		err = s.safeCall(h.fn, c)
 	}
 	c.finish(err)
+	s.cfg.Observer.Handled(t.msgID, t.kind == relay.KindCall, time.Since(start), err)
 }
 
 func (s *Server) safeCall(fn HandlerFunc, c *Context) (err error) {

@@ -58,6 +58,8 @@ type Config struct {
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
 	Logger *slog.Logger
+	// Observer receives countable events for metrics (default NopObserver).
+	Observer Observer
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -107,6 +109,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
 	}
 }
 

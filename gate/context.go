@@ -68,6 +68,7 @@ func (c *Context) Login(user string) error {
 	if !c.c.login(user) {
 		return ErrAlreadyLoggedIn
 	}
+	g.cfg.Observer.LoggedIn()
 	if prev != "" && prev != c.c.sid {
 		g.kickSession(ctx, prev, "logged in elsewhere")
 	}

@@ -209,6 +209,40 @@ func (g *Gate) Sessions() int {
 	return len(g.clients)
 }
 
+// LoggedIn returns the number of logged-in sessions on this gate.
+func (g *Gate) LoggedIn() int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	n := 0
+	for _, c := range g.clients {
+		if u, _ := c.identity(); u != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Pending returns the number of forwarded requests not answered yet.
+func (g *Gate) Pending() int { return g.pending.len() }
+
+// Registered reports whether the gate is registered in etcd right now.
+func (g *Gate) Registered() bool { return g.node != nil && g.node.Registered() }
+
+// Reregistrations returns how many times the gate had to register again.
+func (g *Gate) Reregistrations() int64 { return g.node.Reregistrations() }
+
+// RelayStats returns the relay's counters.
+func (g *Gate) RelayStats() relay.Stats { return g.node.Relay.Stats() }
+
+// RelayPeers returns the nodes this gate has a live outbound link to.
+func (g *Gate) RelayPeers() []string { return g.node.Relay.Peers() }
+
+// SessionStats returns the session directory's counters.
+func (g *Gate) SessionStats() session.Stats { return g.node.Sessions.Stats() }
+
+// PingRedis checks that Redis answers.
+func (g *Gate) PingRedis(ctx context.Context) error { return g.node.Sessions.Ping(ctx) }
+
 // Done is closed when Shutdown has finished.
 func (g *Gate) Done() <-chan struct{} { return g.done }
 
@@ -349,7 +383,14 @@ func kickPayload(reason string) []byte {
 }
 
 func (g *Gate) sendError(c *client, msgID uint32, text string) {
+	g.cfg.Observer.ErrorFrame(msgID)
 	_ = c.conn.Send(MsgError, errorPayload(msgID, text))
+}
+
+// deliver writes a frame from the cluster to a client.
+func (g *Gate) deliver(c *client, msgID uint32, payload []byte) {
+	g.cfg.Observer.MessageOut(msgID)
+	_ = c.conn.Send(msgID, payload)
 }
 
 func (g *Gate) sendErrorTo(sid string, msgID uint32, text string) {
@@ -364,6 +405,7 @@ func (g *Gate) kickLocal(c *client, reason string) {
 		return
 	}
 	_ = c.conn.Send(MsgKick, kickPayload(reason))
+	g.cfg.Observer.Kicked()
 	g.log.Info("session kicked", "session", c.sid, "reason", reason)
 	g.goLoop(func() {
 		_ = c.conn.Flush(time.Second)
@@ -394,7 +436,7 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 	switch env.Kind {
 	case relay.KindReply:
 		if c := g.clientBytes(env.Session); c != nil {
-			_ = c.conn.Send(env.MsgID, env.Payload)
+			g.deliver(c, env.MsgID, env.Payload)
 		}
 		if env.Flags&relay.FlagDone != 0 {
 			g.pending.done(env.Seq, string(env.Source))
@@ -406,7 +448,7 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 		}
 	case relay.KindPush:
 		if c := g.clientBytes(env.Session); c != nil {
-			_ = c.conn.Send(env.MsgID, env.Payload)
+			g.deliver(c, env.MsgID, env.Payload)
 		} else {
 			// Its owner record pointed here but the session is gone.
 			g.node.Sessions.Forget(string(env.Session))
@@ -427,7 +469,7 @@ func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
 	defer g.mu.RUnlock()
 	for _, c := range g.clients {
 		if u, _ := c.identity(); u != "" {
-			_ = c.conn.Send(msgID, payload)
+			g.deliver(c, msgID, payload)
 		}
 	}
 }
@@ -449,6 +491,7 @@ func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
 	g.mu.Lock()
 	g.clients[sid] = c
 	g.mu.Unlock()
+	g.cfg.Observer.ConnOpened()
 }
 
 func (h clientHandler) OnClose(conn *zinxkit.Conn) {
@@ -460,6 +503,7 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	g.mu.Lock()
 	if g.clients[c.sid] == c {
 		delete(g.clients, c.sid)
+		g.cfg.Observer.ConnClosed()
 	}
 	g.mu.Unlock()
 	user, _ := c.identity()
@@ -487,9 +531,11 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 	}
 	route, ok := g.node.Topology.Route(msgID)
 	if !ok {
+		g.cfg.Observer.MessageIn(msgID, "")
 		g.sendError(c, msgID, fmt.Sprintf("unknown msgID %d", msgID))
 		return
 	}
+	g.cfg.Observer.MessageIn(msgID, route.Group)
 	user, userB := c.identity()
 	if !route.Anonymous && user == "" {
 		g.sendError(c, msgID, "not logged in")

@@ -169,6 +169,17 @@ func (n *Node) Registered() bool {
 	return n.reg != nil && n.reg.Registered()
 }
 
+// Reregistrations returns how many times the node had to register again
+// after losing its lease.
+func (n *Node) Reregistrations() int64 {
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	if n.reg == nil {
+		return 0
+	}
+	return n.reg.Reregistrations()
+}
+
 // Deregister revokes the lease so every other node drops this one at once.
 func (n *Node) Deregister(ctx context.Context) error {
 	n.regMu.Lock()
