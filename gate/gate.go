@@ -61,6 +61,12 @@ type Gate struct {
 	pending *pendingTable
 	seq     atomic.Uint64
 
+	// suspects holds nodes whose link just failed (nodeID -> time.Time until
+	// which it is avoided): their sessions are routed to the next node of the
+	// group by rendezvous order until the node leaves etcd or comes back.
+	suspects  sync.Map
+	isSuspect func(nodeID string) bool
+
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -105,7 +111,7 @@ func New(cfg Config) (*Gate, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Gate{
+	g := &Gate{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.ID),
 		handlers: make(map[uint32]localHandler),
@@ -114,7 +120,42 @@ func New(cfg Config) (*Gate, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
-	}, nil
+	}
+	g.isSuspect = g.suspect
+	return g, nil
+}
+
+// suspectFor is how long a node whose link failed is avoided before the
+// gate tries it again (if it is still in etcd).
+const suspectFor = time.Second
+
+// linkGrace is how long requests to a node whose link broke may still be
+// answered (over the node's own link) before they get an error frame.
+const linkGrace = 500 * time.Millisecond
+
+func (g *Gate) suspect(nodeID string) bool {
+	v, ok := g.suspects.Load(nodeID)
+	if !ok {
+		return false
+	}
+	if time.Now().Before(v.(time.Time)) {
+		return true
+	}
+	g.suspects.Delete(nodeID)
+	return false
+}
+
+func (g *Gate) markSuspect(nodeID string) {
+	g.suspects.Store(nodeID, time.Now().Add(suspectFor))
+}
+
+// pick chooses the node of group for a session, avoiding suspects while
+// another node is available.
+func (g *Gate) pick(group, sid string) (registry.Node, bool) {
+	if n, ok := g.node.Topology.PickExcept(group, sid, g.isSuspect); ok {
+		return n, true
+	}
+	return g.node.Topology.Pick(group, sid)
 }
 
 // Handle registers a handler that runs inside the gate for msgID; the route
@@ -148,6 +189,12 @@ func (g *Gate) Start(ctx context.Context) error {
 		return fmt.Errorf("gate %s: %w", g.cfg.ID, err)
 	}
 	g.node.Relay.OnLinkDown(g.onLinkDown)
+	unsubscribe := g.node.Topology.Subscribe(func(ev registry.Event) {
+		if ev.Type != registry.NodeRemoved {
+			g.suspects.Delete(ev.Node.ID) // (re)registered: try it again
+		}
+	})
+	g.goLoop(func() { <-g.ctx.Done(); unsubscribe() })
 	g.server, err = zinxkit.Listen(zinxkit.Config{
 		Name:     g.cfg.ID,
 		Addr:     g.cfg.ClientListen,
@@ -307,7 +354,11 @@ func (g *Gate) sweepLoop() {
 			return
 		case now := <-t.C:
 			for _, r := range g.pending.expire(now) {
-				g.sendErrorTo(r.session, r.msgID, fmt.Sprintf("request timed out after %v (node %s)", g.cfg.RequestTimeout, r.node))
+				text := r.reason
+				if text == "" {
+					text = fmt.Sprintf("request timed out after %v (node %s)", g.cfg.RequestTimeout, r.node)
+				}
+				g.sendErrorTo(r.session, r.msgID, text)
 			}
 		}
 	}
@@ -424,11 +475,12 @@ func (g *Gate) kickSession(ctx context.Context, sid, reason string) {
 	}
 }
 
-// onLinkDown answers every request forwarded to a node whose link broke.
-func (g *Gate) onLinkDown(nodeID string, err error) {
-	for _, r := range g.pending.failNode(nodeID) {
-		g.sendErrorTo(r.session, r.msgID, fmt.Sprintf("node %s went away", nodeID))
-	}
+// onLinkDown avoids a node whose link broke and answers every request
+// forwarded to it with an error frame, unless its answer still arrives
+// within linkGrace.
+func (g *Gate) onLinkDown(nodeID string, _ error) {
+	g.markSuspect(nodeID)
+	g.pending.failNodeSoon(nodeID, time.Now().Add(linkGrace), fmt.Sprintf("node %s went away", nodeID))
 }
 
 // onEnvelope handles what other nodes send this gate.
@@ -553,17 +605,29 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		}
 		return
 	}
-	node, ok := g.node.Topology.Pick(route.Group, c.sid)
+	node, ok := g.pick(route.Group, c.sid)
 	if !ok {
 		g.sendError(c, msgID, fmt.Sprintf("no live node for group %q", route.Group))
 		return
 	}
 	seq := g.seq.Add(1)
-	g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
 	env := relay.Envelope{Kind: relay.KindForward, MsgID: msgID, Seq: seq, Session: c.sidB, User: userB, Payload: payload}
-	if err := g.node.Relay.Send(g.ctx, node.ID, &env); err != nil {
+	for attempt := 0; ; attempt++ {
+		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
+		err := g.node.Relay.Send(g.ctx, node.ID, &env)
+		if err == nil {
+			return
+		}
 		g.pending.remove(seq)
-		g.sendError(c, msgID, fmt.Sprintf("node %s unreachable: %v", node.ID, err))
+		// The node cannot be reached: avoid it and try the next one of
+		// the group once, so its sessions move before its lease expires.
+		g.markSuspect(node.ID)
+		next, ok := g.node.Topology.PickExcept(route.Group, c.sid, g.isSuspect)
+		if attempt > 0 || !ok {
+			g.sendError(c, msgID, fmt.Sprintf("node %s unreachable: %v", node.ID, err))
+			return
+		}
+		node = next
 	}
 }
 

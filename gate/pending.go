@@ -13,6 +13,8 @@ type pendingRequest struct {
 	msgID    uint32
 	node     string
 	deadline time.Time
+	// reason replaces the timeout text once the node is known to be gone.
+	reason string
 }
 
 // pendingTable tracks forwarded requests by sequence number.
@@ -50,18 +52,18 @@ func (p *pendingTable) remove(seq uint64) {
 	p.mu.Unlock()
 }
 
-// failNode removes and returns every request forwarded to node.
-func (p *pendingTable) failNode(node string) []pendingRequest {
+// failNodeSoon gives every request forwarded to node until deadline, then
+// fails it with reason. The grace lets answers already on their way over
+// the node's own link (which may close a moment later) still arrive.
+func (p *pendingTable) failNodeSoon(node string, deadline time.Time, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []pendingRequest
 	for seq, r := range p.m {
-		if r.node == node {
-			out = append(out, r)
-			delete(p.m, seq)
+		if r.node == node && r.deadline.After(deadline) {
+			r.deadline, r.reason = deadline, reason
+			p.m[seq] = r
 		}
 	}
-	return out
 }
 
 // expire removes and returns every request whose deadline passed.

@@ -179,16 +179,29 @@ func (t *Topology) Routes() []Route { return slices.Clone(t.view.Load().routeLis
 // process, and when a node leaves or joins only the keys it owned or wins
 // move. It does not allocate.
 func (t *Topology) Pick(group, key string) (Node, bool) {
+	return t.PickExcept(group, key, nil)
+}
+
+// PickExcept is Pick over the nodes of group for which skip returns false:
+// the node a key moves to when its own node is known to be unreachable
+// (rendezvous hashing keeps every other key where it was). skip may be nil.
+func (t *Topology) PickExcept(group, key string, skip func(nodeID string) bool) (Node, bool) {
 	g := t.view.Load().groups[group]
 	if g == nil || len(g.nodes) == 0 {
 		return Node{}, false
 	}
 	kh := fnv1a64(key)
-	best, bw := 0, weight(kh, g.hashes[0])
-	for i := 1; i < len(g.hashes); i++ {
-		if w := weight(kh, g.hashes[i]); w > bw {
+	best, bw := -1, uint64(0)
+	for i := range g.hashes {
+		if skip != nil && skip(g.nodes[i].ID) {
+			continue
+		}
+		if w := weight(kh, g.hashes[i]); best < 0 || w > bw {
 			best, bw = i, w
 		}
+	}
+	if best < 0 {
+		return Node{}, false
 	}
 	return g.nodes[best], true
 }
