@@ -494,9 +494,13 @@ func (r *Relay) Stats() Stats {
 	}
 }
 
-// Close stops the server, closes every link and waits for the relay's
-// goroutines; after it returns the Handler is not called again. What is
-// still queued is dropped. Safe to call twice and concurrently.
+// closeFlush bounds how long Close waits for queued envelopes to be written.
+const closeFlush = time.Second
+
+// Close stops the server, writes what is queued on outbound links (for at
+// most closeFlush), closes every link and waits for the relay's goroutines;
+// after it returns the Handler is not called again. Safe to call twice and
+// concurrently.
 func (r *Relay) Close() {
 	r.closeOnce.Do(func() {
 		r.closing.Store(true)
@@ -522,6 +526,14 @@ func (r *Relay) Close() {
 		r.mu.Unlock()
 
 		r.cancel()
+		// Deliver what is already queued (a stopping backend's last
+		// replies), within a bound, before the links go.
+		deadline := time.Now().Add(closeFlush)
+		for _, l := range links {
+			if d := time.Until(deadline); d > 0 {
+				_ = l.w.Flush(d)
+			}
+		}
 		for _, l := range links {
 			l.fail(ErrClosed)
 		}
