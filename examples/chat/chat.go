@@ -12,6 +12,7 @@ package chat
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -76,7 +77,10 @@ func login(c *gate.Context) error {
 		return reply(c.Reply, MsgLogin, LoginReply{Error: "user name must be 1-64 bytes of UTF-8"})
 	}
 	if err := c.Login(name); err != nil {
-		return reply(c.Reply, MsgLogin, LoginReply{Error: err.Error()})
+		if errors.Is(err, gate.ErrAlreadyLoggedIn) {
+			return reply(c.Reply, MsgLogin, LoginReply{Error: err.Error()})
+		}
+		return err // Redis unavailable: an error frame
 	}
 	return reply(c.Reply, MsgLogin, LoginReply{OK: true, User: name, Session: c.Session(), Gate: c.GateID()})
 }
@@ -105,7 +109,10 @@ func send(c *backend.Context) error {
 	}
 	msg, _ := json.Marshal(Message{From: c.User(), Text: req.Text})
 	if err := c.PushUser(req.To, MsgDelivered, msg); err != nil {
-		return reply(c.Reply, MsgSend, SendReply{Error: req.To + " is offline"})
+		if errors.Is(err, backend.ErrOffline) {
+			return reply(c.Reply, MsgSend, SendReply{Error: req.To + " is offline"})
+		}
+		return fmt.Errorf("cannot reach %s: %w", req.To, err) // e.g. Redis down: an error frame
 	}
 	return reply(c.Reply, MsgSend, SendReply{OK: true})
 }

@@ -228,7 +228,18 @@ func (n *Node) Push(ctx context.Context, sid string, msgID uint32, payload []byt
 	if err != nil {
 		return err
 	}
-	return n.Relay.Send(ctx, gate, &relay.Envelope{Kind: relay.KindPush, MsgID: msgID, Session: []byte(sid), Payload: payload})
+	return n.sendToGate(ctx, gate, &relay.Envelope{Kind: relay.KindPush, MsgID: msgID, Session: []byte(sid), Payload: payload})
+}
+
+// sendToGate sends env to a gate; a gate that cannot be reached (it died
+// and its lease has not expired yet) makes its sessions offline.
+func (n *Node) sendToGate(ctx context.Context, gate string, env *relay.Envelope) error {
+	err := n.Relay.Send(ctx, gate, env)
+	if errors.Is(err, relay.ErrDial) || errors.Is(err, relay.ErrUnknownPeer) || errors.Is(err, relay.ErrHandshake) {
+		n.Sessions.Forget(string(env.Session))
+		return fmt.Errorf("gate %s unreachable: %w (%v)", gate, ErrOffline, err)
+	}
+	return err
 }
 
 // SessionOf returns the live session bound to user.
@@ -254,7 +265,11 @@ func (n *Node) PushUser(ctx context.Context, user string, msgID uint32, payload 
 	if err != nil {
 		return err
 	}
-	return n.Relay.Send(ctx, gate, &relay.Envelope{Kind: relay.KindPush, MsgID: msgID, Session: []byte(sid), Payload: payload})
+	err = n.sendToGate(ctx, gate, &relay.Envelope{Kind: relay.KindPush, MsgID: msgID, Session: []byte(sid), Payload: payload})
+	if errors.Is(err, ErrOffline) {
+		n.Sessions.ForgetUser(user)
+	}
+	return err
 }
 
 // Kick closes a session on its gate; the client is told reason first.
@@ -263,7 +278,7 @@ func (n *Node) Kick(ctx context.Context, sid, reason string) error {
 	if err != nil {
 		return err
 	}
-	return n.Relay.Send(ctx, gate, &relay.Envelope{Kind: relay.KindKick, Session: []byte(sid), Payload: []byte(reason)})
+	return n.sendToGate(ctx, gate, &relay.Envelope{Kind: relay.KindKick, Session: []byte(sid), Payload: []byte(reason)})
 }
 
 // Broadcast sends one frame to every logged-in session on every gate. It

@@ -145,6 +145,15 @@ func (s *Server) Close() {
 // wait). It is meant for fault tests. It returns ErrNotProcess for a
 // miniredis and ErrClosed after Close.
 func (s *Server) Restart(ctx context.Context) error {
+	if err := s.Stop(); err != nil {
+		return err
+	}
+	return s.Start(ctx)
+}
+
+// Stop kills the redis-server child, keeping its port for Start: Redis is
+// down until then. For fault tests.
+func (s *Server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -156,6 +165,23 @@ func (s *Server) Restart(ctx context.Context) error {
 	if s.proc != nil {
 		s.proc.stop()
 		s.proc = nil
+	}
+	return nil
+}
+
+// Start starts a stopped redis-server child again on the same port, with
+// empty data, and waits until it answers PING.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.mem != nil {
+		return ErrNotProcess
+	}
+	if s.proc != nil {
+		return nil
 	}
 	var err error
 	for {
