@@ -57,6 +57,8 @@ type Node struct {
 	reg   *registry.Registration
 
 	unsubscribe func()
+	dropMu      sync.Mutex
+	drops       map[string]*time.Timer // peers that left etcd, dropped after dropGrace
 	stopInval   context.CancelFunc
 	invalDone   chan struct{}
 }
@@ -120,13 +122,42 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		defer close(n.invalDone)
 		n.Sessions.RunInvalidation(invalCtx)
 	}()
-	// A peer that leaves etcd loses its link.
+	// A peer that leaves etcd loses its link, after a grace: answers still
+	// travelling on it arrive, and a peer that only re-registers (etcd
+	// restarted, lease lost) keeps it.
+	n.drops = make(map[string]*time.Timer)
 	n.unsubscribe = n.Topology.Subscribe(func(ev registry.Event) {
-		if ev.Type == registry.NodeRemoved && ev.Node.ID != cfg.ID {
-			n.Relay.DropPeer(ev.Node.ID)
+		if ev.Node.ID != cfg.ID {
+			n.scheduleDrop(ev.Node.ID, ev.Type == registry.NodeRemoved)
 		}
 	})
 	return n, nil
+}
+
+// dropGrace is how long a link to a peer that left etcd is kept.
+const dropGrace = 2 * time.Second
+
+func (n *Node) scheduleDrop(id string, removed bool) {
+	n.dropMu.Lock()
+	defer n.dropMu.Unlock()
+	if t, ok := n.drops[id]; ok {
+		t.Stop()
+		delete(n.drops, id)
+	}
+	if !removed || n.drops == nil {
+		return
+	}
+	n.drops[id] = time.AfterFunc(dropGrace, func() {
+		n.dropMu.Lock()
+		_, still := n.drops[id]
+		delete(n.drops, id)
+		n.dropMu.Unlock()
+		if still {
+			if _, back := n.Topology.Node(id); !back {
+				n.Relay.DropPeer(id)
+			}
+		}
+	})
 }
 
 func (n *Node) registryConfig() registry.Config {
@@ -199,6 +230,13 @@ func (n *Node) Close(ctx context.Context) {
 	if n.unsubscribe != nil {
 		n.unsubscribe()
 	}
+	n.dropMu.Lock()
+	for id, t := range n.drops {
+		t.Stop()
+		delete(n.drops, id)
+	}
+	n.drops = nil
+	n.dropMu.Unlock()
 	n.Relay.Close()
 	n.Topology.Close()
 	n.stopInval()

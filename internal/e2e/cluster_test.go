@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/embedetcd"
+	"github.com/zcluster/zcluster/internal/redisrun"
 	"github.com/zcluster/zcluster/internal/testkit"
 	"github.com/zcluster/zcluster/internal/zclient"
 )
@@ -49,6 +51,19 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterOn(t, testkit.Redis(t))
+}
+
+// newClusterRedis is newCluster on a redis-server child the test can stop,
+// restart or flush.
+func newClusterRedis(t *testing.T) (*cluster, *redisrun.Server) {
+	t.Helper()
+	srv := testkit.RedisServer(t)
+	return newClusterOn(t, srv.Addr()), srv
+}
+
+func newClusterOn(t *testing.T, redisAddr string) *cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e, err := embedetcd.Start(ctx, t.TempDir())
@@ -59,7 +74,7 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{
 		t:         t,
 		etcd:      e,
-		redisAddr: testkit.Redis(t),
+		redisAddr: redisAddr,
 		secret:    []byte("e2e-secret"),
 		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		gates:     map[string]*gate.Gate{},
@@ -279,4 +294,61 @@ func splitHostPort(t *testing.T, addr string) (string, int) {
 		t.Fatal(err)
 	}
 	return host, port
+}
+
+// proc is a zcluster node running as a real process.
+type proc struct {
+	t    *testing.T
+	args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// startProc runs the zcluster binary with args; it is killed at cleanup.
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, args: args}
+	p.start()
+	t.Cleanup(func() { p.signal(syscall.SIGKILL); p.wait(5 * time.Second) })
+	return p
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(zclusterBinary(p.t), p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	p.done = make(chan struct{})
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		p.err = cmd.Wait()
+		close(done)
+	}(p.cmd, p.done)
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// wait waits for the process to exit and reports whether it did.
+func (p *proc) wait(timeout time.Duration) bool {
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// nodeArgs are the common flags of a process node in this cluster.
+func (c *cluster) nodeArgs(kind, id string, extra ...string) []string {
+	args := []string{kind, "--id", id,
+		"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--redis", c.redisAddr,
+		"--secret", string(c.secret), "--ttl", testTTL.String(), "--session-ttl", testSessionTTL.String(),
+		"--log-level", "warn"}
+	return append(args, extra...)
 }

@@ -40,6 +40,12 @@ type traffic struct {
 }
 
 func startTraffic(t *testing.T, conns []*zclient.Conn) *traffic {
+	return startTrafficMsg(t, conns, chat.MsgEcho)
+}
+
+// startTrafficMsg is startTraffic with another echoing msgID (e.g. the
+// chain-echo, 3, which needs logged-in connections).
+func startTrafficMsg(t *testing.T, conns []*zclient.Conn, msgID uint32) *traffic {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &traffic{byNode: map[string]int{}, cancel: cancel}
 	for i, conn := range conns {
@@ -48,11 +54,11 @@ func startTraffic(t *testing.T, conns []*zclient.Conn) *traffic {
 			defer tr.wg.Done()
 			for n := 0; ctx.Err() == nil; n++ {
 				want := fmt.Sprintf("c%d-%d", i, n)
-				if err := conn.Send(chat.MsgEcho, []byte(want)); err != nil {
+				if err := conn.Send(msgID, []byte(want)); err != nil {
 					tr.record(func() { tr.unanswered++ })
 					return
 				}
-				tr.await(conn, want)
+				tr.await(conn, msgID, want)
 				time.Sleep(2 * time.Millisecond)
 			}
 		}(i, conn)
@@ -68,7 +74,7 @@ func (tr *traffic) record(fn func()) {
 
 // await waits for the answer to one request; the gate must answer every
 // request within its request timeout (3s here), so 8s of silence is a loss.
-func (tr *traffic) await(conn *zclient.Conn, want string) {
+func (tr *traffic) await(conn *zclient.Conn, msgID uint32, want string) {
 	timeout := time.After(8 * time.Second)
 	for {
 		select {
@@ -78,7 +84,7 @@ func (tr *traffic) await(conn *zclient.Conn, want string) {
 				return
 			}
 			switch f.MsgID {
-			case chat.MsgEcho:
+			case msgID:
 				node, body, _ := strings.Cut(string(f.Payload), "|")
 				if body == "" {
 					body, node = node, "?"
@@ -212,7 +218,7 @@ func TestBackendVanishes(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	c.waitGroupSize(chat.GroupIM, 2, 15*time.Second)
 
-	tr := startTraffic(t, dialMany(t, g, 32))
+	tr := startTraffic(t, dialMany(t, g, 100))
 	defer tr.stop()
 	time.Sleep(500 * time.Millisecond)
 
