@@ -160,7 +160,7 @@ func newZinxClient(t *testing.T, addr string) *zinxClient {
 	host, port := splitHostPort(t, addr)
 	zc := &zinxClient{frames: make(chan [2][]byte, 64)}
 	zc.cli = znet.NewClient(host, port)
-	for _, id := range []uint32{chat.MsgLogin, chat.MsgSend, chat.MsgDelivered, gate.MsgError} {
+	for _, id := range []uint32{chat.MsgLogin, chat.MsgSend, chat.MsgChainEcho, chat.MsgDelivered, gate.MsgError} {
 		zc.cli.AddRouter(id, &frameRouter{out: zc.frames})
 	}
 	ready := make(chan struct{})
