@@ -26,7 +26,7 @@
 //
 //	1  Challenge  listener -> dialer  version u8 | nonceS[32]
 //	2  Auth       dialer -> listener  version u8 | nonceC[32] | idLen u8 | nodeID | mac[32]
-//	3  Accept     listener -> dialer  mac[32]
+//	3  Accept     listener -> dialer  idLen u8 | nodeID | mac[32]
 //	16 Envelope   dialer -> listener  one envelope (below)
 //
 // # Handshake
@@ -37,8 +37,10 @@
 //  2. The dialer answers Auth with its own random nonceC, its node id and
 //     HMAC(secret, "zc-relay-client" | nonceS | nonceC | nodeID).
 //  3. The listener checks the MAC in constant time and answers Accept with
-//     HMAC(secret, "zc-relay-server" | nonceC | nonceS); the dialer checks it
-//     before it sends anything else.
+//     its own node id and HMAC(secret, "zc-relay-server" | nonceC | nonceS |
+//     nodeID); the dialer checks the MAC, and that the id is the node it
+//     meant to reach (a stale address answered by another node is refused
+//     with ErrWrongPeer), before it sends anything else.
 //
 // Until a connection has authenticated, any frame other than one Auth
 // closes it and nothing is delivered; a wrong MAC closes it; so does not

@@ -45,6 +45,9 @@ var (
 	// ErrHandshake is returned by Send when the peer refused our credentials
 	// or failed to prove its own (different secrets, or not a relay).
 	ErrHandshake = errors.New("relay: handshake failed")
+	// ErrWrongPeer is wrapped in ErrHandshake when the address of a peer
+	// answers with another node id (the topology was stale).
+	ErrWrongPeer = errors.New("relay: address answered by another node")
 	// ErrBackpressure is returned by Send when the link's send queue would
 	// exceed Config.MaxPending. The peer is not keeping up: the link is
 	// closed (what was queued on it is lost) and the next Send re-dials.

@@ -19,7 +19,7 @@ import (
 const (
 	FrameChallenge uint32 = 1  // listener -> dialer: version u8 | nonceS[32]
 	FrameAuth      uint32 = 2  // dialer -> listener: version u8 | nonceC[32] | idLen u8 | nodeID | mac[32]
-	FrameAccept    uint32 = 3  // listener -> dialer: mac[32]
+	FrameAccept    uint32 = 3  // listener -> dialer: idLen u8 | nodeID | mac[32]
 	FrameEnvelope  uint32 = 16 // dialer -> listener: one Envelope
 )
 
@@ -28,7 +28,8 @@ const (
 	macLen   = sha256.Size
 
 	challengeLen = 1 + nonceLen
-	acceptLen    = macLen
+	// maxAcceptLen bounds an Accept payload: the listener's node id and MAC.
+	maxAcceptLen = 1 + MaxFieldLen + macLen
 	// maxAuthLen bounds an Auth payload: a node id is at most 255 bytes.
 	maxAuthLen = 1 + nonceLen + 1 + MaxFieldLen + macLen
 
@@ -51,14 +52,25 @@ func clientMAC(secret, nonceS, nonceC, nodeID []byte) []byte {
 	return m.Sum(nil)
 }
 
-// serverMAC proves the listener knows secret too (mutual authentication).
-// The distinct label keeps it from ever equalling a client MAC.
-func serverMAC(secret, nonceC, nonceS []byte) []byte {
+// serverMAC proves the listener knows secret too (mutual authentication)
+// and binds the node id it claims, so a dialer that reached another node
+// (a stale address) finds out before it sends anything. The distinct label
+// keeps it from ever equalling a client MAC.
+func serverMAC(secret, nonceC, nonceS, nodeID []byte) []byte {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(labelServer))
 	m.Write(nonceC)
 	m.Write(nonceS)
+	m.Write(nodeID)
 	return m.Sum(nil)
+}
+
+// buildAccept returns the Accept payload of the listener nodeID.
+func buildAccept(secret, nonceC, nonceS, nodeID []byte) []byte {
+	p := make([]byte, 0, 1+len(nodeID)+macLen)
+	p = append(p, byte(len(nodeID)))
+	p = append(p, nodeID...)
+	return append(p, serverMAC(secret, nonceC, nonceS, nodeID)...)
 }
 
 // newNonce fills a fresh random nonce.
@@ -124,9 +136,9 @@ func readFrame(r io.Reader, max int) (uint32, []byte, error) {
 }
 
 // clientHandshake runs the dialer's side on conn, whose deadline the caller
-// has set: read Challenge, send Auth, verify Accept. The error is the bare
-// cause; the caller wraps it.
-func clientHandshake(conn net.Conn, secret, nodeID []byte) error {
+// has set: read Challenge, send Auth, verify Accept and that the listener is
+// the node wantPeer. The error is the bare cause; the caller wraps it.
+func clientHandshake(conn net.Conn, secret, nodeID, wantPeer []byte) error {
 	id, p, err := readFrame(conn, challengeLen)
 	if err != nil {
 		return fmt.Errorf("reading challenge: %w", err)
@@ -142,18 +154,22 @@ func clientHandshake(conn net.Conn, secret, nodeID []byte) error {
 	if _, err := conn.Write(frame.Append(nil, FrameAuth, buildAuth(secret, nonceS, nonceC, nodeID))); err != nil {
 		return fmt.Errorf("sending auth: %w", err)
 	}
-	id, p, err = readFrame(conn, acceptLen)
+	id, p, err = readFrame(conn, maxAcceptLen)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
 			return errPeerClosed
 		}
 		return fmt.Errorf("reading accept: %w", err)
 	}
-	if id != FrameAccept || len(p) != acceptLen {
+	if id != FrameAccept || len(p) < 1 || len(p) != 1+int(p[0])+macLen {
 		return fmt.Errorf("unexpected frame %d (%d bytes) instead of accept", id, len(p))
 	}
-	if !hmac.Equal(p, serverMAC(secret, nonceC, nonceS)) {
+	peer, mac := p[1:1+int(p[0])], p[1+int(p[0]):]
+	if !hmac.Equal(mac, serverMAC(secret, nonceC, nonceS, peer)) {
 		return errors.New("peer failed to prove the secret")
+	}
+	if string(peer) != string(wantPeer) {
+		return fmt.Errorf("%w: reached node %q", ErrWrongPeer, peer)
 	}
 	return nil
 }

@@ -310,8 +310,8 @@ func rawAuth(t *testing.T, addr, secret, nodeID string) (net.Conn, []byte) {
 	if _, err := c.Write(auth); err != nil {
 		t.Fatal(err)
 	}
-	id, p, err := readFrame(c, acceptLen)
-	if err != nil || id != FrameAccept || !bytes.Equal(p, serverMAC([]byte(secret), nonceC, nonceS)) {
+	id, p, err := readFrame(c, maxAcceptLen)
+	if err != nil || id != FrameAccept || !bytes.Equal(p, buildAccept([]byte(secret), nonceC, nonceS, []byte("B"))) {
 		t.Fatalf("accept: id %d, %v", id, err)
 	}
 	return c, auth
@@ -430,7 +430,7 @@ func TestServerMustProveSecret(t *testing.T) {
 		if _, _, err := readFrame(c, maxAuthLen); err != nil {
 			return
 		}
-		_, _ = c.Write(frame.Append(nil, FrameAccept, make([]byte, macLen)))
+		_, _ = c.Write(frame.Append(nil, FrameAccept, append([]byte{1, 'B'}, make([]byte, macLen)...)))
 		_, _ = io.Copy(io.Discard, c)
 	}()
 	dir := &directory{}
@@ -461,6 +461,19 @@ func TestSourceIsAuthenticatedPeer(t *testing.T) {
 		if string(e.Source) != "A" {
 			t.Fatalf("Source %q, want A", e.Source)
 		}
+	}
+}
+
+// TestWrongPeerRefused: an address that answers with another node id (a
+// stale topology) is refused before anything is sent.
+func TestWrongPeerRefused(t *testing.T) {
+	dir := &directory{}
+	b := startRelay(t, testConfig("B", "k", dir), dir, func(*Envelope) { t.Error("envelope delivered to the wrong node") })
+	dir.set("C", b.Addr()) // C's address is answered by B
+	a := startRelay(t, testConfig("A", "k", dir), dir, nil)
+	err := a.Send(ctxT(t), "C", &Envelope{Kind: KindPush})
+	if !errors.Is(err, ErrHandshake) || !errors.Is(err, ErrWrongPeer) {
+		t.Fatalf("Send to a stale address: %v", err)
 	}
 }
 
@@ -627,7 +640,7 @@ func TestBackpressure(t *testing.T) {
 			return
 		}
 		a, _ := parseAuth(p)
-		_, _ = c.Write(frame.Append(nil, FrameAccept, serverMAC(secret, a.nonceC, nonceS)))
+		_, _ = c.Write(frame.Append(nil, FrameAccept, buildAccept(secret, a.nonceC, nonceS, []byte("slow"))))
 		<-release // never read
 	}()
 	dir := &directory{}

@@ -136,7 +136,7 @@ func (in *inbound) handshake(msgID uint32, p []byte) {
 	}
 	in.peer = string(a.nodeID)
 	in.peerB = []byte(in.peer)
-	_ = in.conn.Send(FrameAccept, serverMAC(r.secret, a.nonceC, in.nonceS))
+	_ = in.conn.Send(FrameAccept, buildAccept(r.secret, a.nonceC, in.nonceS, r.nodeID))
 	in.nonceS = nil
 	r.log.Info("inbound link up", "peer", in.peer, "remote", in.conn.RemoteAddr())
 }
