@@ -178,7 +178,7 @@ func (r *Relay) connect(id, addr string) (net.Conn, error) {
 	}
 	_ = conn.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(r.ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	err = clientHandshake(conn, r.secret, r.nodeID)
+	err = clientHandshake(conn, r.secret, r.nodeID, []byte(id))
 	if !stop() && err == nil {
 		err = r.ctx.Err()
 	}
