@@ -69,6 +69,8 @@ type Gate struct {
 
 	ctx      context.Context
 	cancel   context.CancelFunc
+	wgMu     sync.Mutex
+	wgClosed bool // Shutdown is waiting on wg: no more Add
 	wg       sync.WaitGroup
 	started  atomic.Bool
 	stopping atomic.Bool
@@ -226,8 +228,18 @@ func (g *Gate) Start(ctx context.Context) error {
 	return nil
 }
 
+// goLoop runs fn in a goroutine the gate waits for on Shutdown. Once
+// Shutdown has started waiting, fn runs on the caller's goroutine instead
+// (a WaitGroup must not grow while it is waited on).
 func (g *Gate) goLoop(fn func()) {
+	g.wgMu.Lock()
+	if g.wgClosed {
+		g.wgMu.Unlock()
+		fn()
+		return
+	}
 	g.wg.Add(1)
+	g.wgMu.Unlock()
 	go func() {
 		defer g.wg.Done()
 		fn()
@@ -328,6 +340,9 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 			}
 		}
 		g.cancel()
+		g.wgMu.Lock()
+		g.wgClosed = true
+		g.wgMu.Unlock()
 		waitGroup(ctx, &g.wg)
 		g.node.Close(ctx)
 		g.log.Info("gate stopped")
