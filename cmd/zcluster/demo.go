@@ -110,7 +110,11 @@ func (c *cli) runDemo(ctx context.Context, o demoOptions) ([]stepResult, error) 
 	}
 	nodeLevel := new(slog.LevelVar)
 	nodeLevel.Set(max(level, slog.LevelWarn))
-	nodeLog := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: nodeLevel}))
+	h, err := newLogHandler(c.stderr, c.logFormat, nodeLevel)
+	if err != nil {
+		return nil, err
+	}
+	nodeLog := slog.New(h)
 
 	d, err := startDemo(ctx, o, c.stdout, nodeLog)
 	if err != nil {

@@ -6,11 +6,16 @@
 //	zcluster backend --id im-1 --group im --app chat --relay :19101 --etcd 127.0.0.1:2379 --redis 127.0.0.1:6379 --secret S
 //	zcluster demo [--once]
 //	zcluster chat --gate 127.0.0.1:18001 --user alice
+//	zcluster top [--watch] [-o json]
+//	zcluster routes
+//	zcluster health --url http://127.0.0.1:9100/readyz
 //	zcluster version
 //
 // Every flag also reads the environment variable ZC_<FLAG> (upper case,
-// dashes as underscores: --etcd-prefix is ZC_ETCD_PREFIX); a flag given on
-// the command line wins over the environment, which wins over the default.
+// dashes as underscores: --etcd-prefix is ZC_ETCD_PREFIX); gate and backend
+// also read the YAML file named by --config, keyed by flag name. A flag
+// given on the command line wins over the environment, which wins over the
+// file, which wins over the default.
 // Every failure is reported as one line on stderr with a non-zero exit
 // status.
 package main
@@ -24,7 +29,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr, withProcessLogger())
 	stop()
 	os.Exit(code)
 }

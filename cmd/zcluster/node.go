@@ -7,13 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/gate"
+	"github.com/zcluster/zcluster/internal/metrics"
+	"github.com/zcluster/zcluster/registry"
 )
 
 const (
@@ -54,6 +58,9 @@ type nodeFlags struct {
 	ttl        time.Duration
 	sessionTTL time.Duration
 	app        string
+	httpAddr   string
+	pprof      bool
+	config     string
 }
 
 // bindNodeFlags defines the flags of a node of kind on fs, with defaults
@@ -80,6 +87,9 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
 	fs.StringVar(&f.app, "app", "chat", "built-in application whose handlers the node runs (chat)")
+	fs.StringVar(&f.httpAddr, "http", "", "serve /metrics (Prometheus), /healthz and /readyz on this host:port (default: off)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on --http")
+	fs.StringVar(&f.config, configFlag, "", "YAML file whose keys are these flags' names (see below); flags and ZC_* variables win over it")
 	annotateEnv(fs)
 }
 
@@ -135,6 +145,7 @@ func newGateCmd(c *cli) *cobra.Command {
 		},
 	}
 	bindNodeFlags(cmd.Flags(), f, kindGate)
+	cmd.Long = cmd.Short + ".\n" + configHelp(cmd.Flags(), "log-level", "log-format")
 	return cmd
 }
 
@@ -151,6 +162,7 @@ func newBackendCmd(c *cli) *cobra.Command {
 		},
 	}
 	bindNodeFlags(cmd.Flags(), f, kindBackend)
+	cmd.Long = cmd.Short + ".\n" + configHelp(cmd.Flags(), "log-level", "log-format")
 	return cmd
 }
 
@@ -160,11 +172,16 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		return err
 	}
 	app, _ := lookupApp(f.app)
-	st, err := openStores(f.etcd, f.redis)
+	m := f.newMetrics(registry.GateGroup)
+	st, err := openStoresWith(f.etcd, f.redis, m)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	var obs gate.Observer
+	if m != nil {
+		obs = m.Gate()
+	}
 	g, err := gate.New(gate.Config{
 		ID:           f.id,
 		ClientListen: f.listen,
@@ -180,6 +197,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		MaxFrame:     f.maxFrame,
 		Version:      version(),
 		Logger:       c.log,
+		Observer:     obs,
 	})
 	if err != nil {
 		return err
@@ -191,8 +209,13 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		start:    g.Start,
 		shutdown: g.Shutdown,
 		started: func() {
+			if m != nil {
+				m.SetGate(g)
+			}
 			c.log.Info("gate running", "id", g.ID(), "app", f.app, "clients", g.ClientAddr(), "relay", g.RelayAddr())
 		},
+		ready:   readiness(g.Registered, g.PingRedis),
+		metrics: m,
 	})
 }
 
@@ -202,11 +225,16 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		return err
 	}
 	app, _ := lookupApp(f.app)
-	st, err := openStores(f.etcd, f.redis)
+	m := f.newMetrics(f.group)
+	st, err := openStoresWith(f.etcd, f.redis, m)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	var obs backend.Observer
+	if m != nil {
+		obs = m.Backend()
+	}
 	b, err := backend.New(backend.Config{
 		ID:          f.id,
 		Group:       f.group,
@@ -221,6 +249,7 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		SessionTTL:  f.sessionTTL,
 		Version:     version(),
 		Logger:      c.log,
+		Observer:    obs,
 	})
 	if err != nil {
 		return err
@@ -232,8 +261,13 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		start:    b.Start,
 		shutdown: b.Shutdown,
 		started: func() {
+			if m != nil {
+				m.SetBackend(b)
+			}
 			c.log.Info("backend running", "id", b.ID(), "group", b.Group(), "app", f.app, "relay", b.RelayAddr())
 		},
+		ready:   readiness(b.Registered, b.PingRedis),
+		metrics: m,
 	})
 }
 
@@ -242,6 +276,10 @@ type node struct {
 	start    func(context.Context) error
 	shutdown func(context.Context) error
 	started  func()
+	// ready says why the started node cannot serve, or nil (for /readyz).
+	ready func(context.Context) error
+	// metrics is nil unless --http is set.
+	metrics *metrics.Metrics
 }
 
 // serveNode checks that etcd and Redis answer, starts n, waits for ctx to
@@ -249,6 +287,26 @@ type node struct {
 func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) error {
 	if f.insecure {
 		c.log.Warn("running with --insecure: relay links are not authenticated; for development only")
+	}
+	var phase atomic.Int32 // phaseStarting, phaseRunning, phaseStopping
+	if f.httpAddr != "" {
+		hs, err := startHTTP(f.httpAddr, n.metrics.Handler(metrics.HandlerOptions{
+			Ready: func(ctx context.Context) error {
+				switch phase.Load() {
+				case phaseStarting:
+					return errors.New("starting")
+				case phaseStopping:
+					return errors.New("stopping")
+				}
+				return n.ready(ctx)
+			},
+			Pprof: f.pprof,
+		}), c.log)
+		if err != nil {
+			return err
+		}
+		defer hs.close()
+		c.log.Info("http serving", "id", f.id, "addr", hs.addr(), "pprof", f.pprof)
 	}
 	if err := st.check(ctx, f.etcdPrefix); err != nil {
 		return err
@@ -263,7 +321,9 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 		return err
 	}
 	n.started()
+	phase.Store(phaseRunning)
 	<-ctx.Done()
+	phase.Store(phaseStopping)
 	c.log.Info("stopping", "id", f.id, "timeout", shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -275,4 +335,34 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 	}
 	c.log.Info("stopped", "id", f.id)
 	return nil
+}
+
+// Phases of a node, for /readyz.
+const (
+	phaseStarting int32 = iota
+	phaseRunning
+	phaseStopping
+)
+
+// newMetrics returns the node's metrics when --http is set, else nil. Every
+// series carries the node id (node) and its group (node_group).
+func (f *nodeFlags) newMetrics(group string) *metrics.Metrics {
+	if f.httpAddr == "" {
+		return nil
+	}
+	return metrics.New(prometheus.Labels{"node": f.id, "node_group": group})
+}
+
+// readiness is a started node's /readyz check: registered in etcd right
+// now, and Redis answers PING.
+func readiness(registered func() bool, pingRedis func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if !registered() {
+			return errors.New("not registered in etcd")
+		}
+		if err := pingRedis(ctx); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		return nil
+	}
 }

@@ -11,20 +11,34 @@ import (
 )
 
 // cli is what every command shares: the process's streams, its environment
-// and the logger built from --log-level. There is no package-level state.
+// and the logger built from --log-level and --log-format. There is no
+// package-level state.
 type cli struct {
 	lookupEnv func(string) (string, bool)
 	stdin     io.Reader
 	stdout    io.Writer
 	stderr    io.Writer
 
-	logLevel string
-	log      *slog.Logger
+	logLevel  string
+	logFormat string
+	log       *slog.Logger
+
+	// processLogger makes the logger slog's default too, so libraries that
+	// log through slog.Default (zinx, via zinxkit) use the same format and
+	// level. Only main sets it: tests run many commands in one process.
+	processLogger bool
 }
+
+// runOption adjusts the cli before the command runs.
+type runOption func(*cli)
+
+// withProcessLogger makes the command's logger the process-wide slog
+// default (see cli.processLogger).
+func withProcessLogger() runOption { return func(c *cli) { c.processLogger = true } }
 
 // run executes the command line args and returns the exit status. Errors are
 // printed as one line on stderr, prefixed with "zcluster: ".
-func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) (code int) {
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer, opts ...runOption) (code int) {
 	defer func() {
 		// A bug must still end as one line and a non-zero status.
 		if r := recover(); r != nil {
@@ -33,6 +47,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		}
 	}()
 	c := &cli{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout, stderr: stderr}
+	for _, o := range opts {
+		o(c)
+	}
 	root := newRootCmd(c)
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -55,14 +72,17 @@ route messages by msgID to backend groups; nodes find each other in etcd;
 sessions live in Redis.
 
 Every flag also reads an environment variable, ZC_<FLAG> in upper case with
-dashes as underscores (--etcd-prefix is ZC_ETCD_PREFIX). A flag given on the
-command line wins over the environment, which wins over the default.`,
+dashes as underscores (--etcd-prefix is ZC_ETCD_PREFIX). gate and backend
+also read a YAML file named by --config whose keys are the flag names. A
+flag given on the command line wins over the environment, which wins over
+the config file, which wins over the default.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		PersistentPreRunE: c.prepare,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	annotateEnv(root.PersistentFlags())
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())
@@ -73,21 +93,34 @@ command line wins over the environment, which wins over the default.`,
 		newDemoCmd(c),
 		newChatCmd(c),
 		newVersionCmd(c),
+		newTopCmd(c),
+		newRoutesCmd(c),
+		newHealthCmd(c),
 	)
 	return root
 }
 
 // prepare runs before every command: it fills the flags not given on the
-// command line from the environment, then builds the logger.
+// command line from the environment, then those still unset from the
+// --config file (for commands that have one), then builds the logger.
 func (c *cli) prepare(cmd *cobra.Command, _ []string) error {
-	if err := applyEnv(cmd.Flags(), c.lookupEnv); err != nil {
+	fs := cmd.Flags()
+	if err := applyEnv(fs, c.lookupEnv); err != nil {
 		return err
 	}
-	level, err := parseLevel(c.logLevel)
+	if f := fs.Lookup(configFlag); f != nil && f.Value.String() != "" {
+		if err := applyConfigFile(fs, f.Value.String()); err != nil {
+			return err
+		}
+	}
+	log, err := buildLogger(c.stderr, c.logFormat, c.logLevel)
 	if err != nil {
 		return err
 	}
-	c.log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	c.log = log
+	if c.processLogger {
+		slog.SetDefault(log)
+	}
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/zcluster/zcluster/internal/metrics"
 )
 
 // storeTimeout bounds connecting to etcd and Redis and the startup check
@@ -27,6 +29,12 @@ type stores struct {
 // openStores creates the etcd and Redis clients for the comma lists
 // etcdList and redisList. It does no network I/O: call check for that.
 func openStores(etcdList, redisList string) (*stores, error) {
+	return openStoresWith(etcdList, redisList, nil)
+}
+
+// openStoresWith is openStores whose clients, when m is not nil, time
+// every call into m's latency histograms.
+func openStoresWith(etcdList, redisList string, m *metrics.Metrics) (*stores, error) {
 	eps := splitList(etcdList)
 	if len(eps) == 0 {
 		return nil, errors.New("--etcd: no endpoint given")
@@ -39,12 +47,16 @@ func openStores(etcdList, redisList string) (*stores, error) {
 	for i, ep := range eps {
 		urls[i] = etcdURL(ep)
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	ecfg := clientv3.Config{
 		Endpoints:   urls,
 		DialTimeout: storeTimeout,
 		// The node logs through slog; etcd's own zap logging is noise here.
 		Logger: zap.NewNop(),
-	})
+	}
+	if m != nil {
+		ecfg.DialOptions = append(ecfg.DialOptions, m.EtcdDialOptions()...)
+	}
+	cli, err := clientv3.New(ecfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(eps, ","), err)
 	}
@@ -52,6 +64,9 @@ func openStores(etcdList, redisList string) (*stores, error) {
 		Addrs:       addrs,
 		DialTimeout: storeTimeout,
 	})
+	if m != nil {
+		rdb.AddHook(m.RedisHook())
+	}
 	return &stores{
 		etcd:       cli,
 		redis:      rdb,
