@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -300,27 +301,37 @@ func (r *Registration) reregister(old clientv3.LeaseID) (lease clientv3.LeaseID,
 // transaction that succeeds only if none of the keys it read changed since.
 // It returns the lease and the revision of the write.
 func (r *Registration) put(ctx context.Context) (clientv3.LeaseID, int64, error) {
-	const attempts = 3
-	for range attempts {
+	// Nodes of one group starting together write under the same route
+	// prefixes, so the guarded transaction may lose a few rounds: each round
+	// lets at least one of them through, and a jittered pause spreads them.
+	const attempts = 20
+	var lease clientv3.LeaseID
+	for attempt := range attempts {
 		rev, err := r.check(ctx)
 		if err != nil {
+			if lease != 0 {
+				r.dropPending(lease)
+			}
 			return 0, 0, err
 		}
-		gctx, cancel := r.cfg.callCtx(ctx)
-		g, err := r.cli.Grant(gctx, r.cfg.ttlSeconds())
-		cancel()
-		if err != nil {
-			return 0, 0, fmt.Errorf("registry: register %s: grant lease: %w", r.node.ID, err)
+		if lease == 0 {
+			gctx, cancel := r.cfg.callCtx(ctx)
+			g, err := r.cli.Grant(gctx, r.cfg.ttlSeconds())
+			cancel()
+			if err != nil {
+				return 0, 0, fmt.Errorf("registry: register %s: grant lease: %w", r.node.ID, err)
+			}
+			lease = g.ID
+			r.pending.Store(int64(lease))
+			r.remember(lease)
 		}
-		lease := g.ID
-		r.pending.Store(int64(lease))
-		r.remember(lease)
 
 		cmps := make([]clientv3.Cmp, 0, len(r.keys))
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.nodeKey), "<", rev+1))
 		ops := make([]clientv3.Op, 0, len(r.keys))
 		val, err := jsonString(r.node)
 		if err != nil {
+			r.dropPending(lease)
 			return 0, 0, fmt.Errorf("registry: register %s: %w", r.node.ID, err)
 		}
 		ops = append(ops, clientv3.OpPut(r.nodeKey, val, clientv3.WithLease(lease)))
@@ -335,12 +346,18 @@ func (r *Registration) put(ctx context.Context) (clientv3.LeaseID, int64, error)
 			r.pending.Store(0)
 			return lease, resp.Header.Revision, nil
 		}
-		r.dropPending(lease)
 		if err != nil {
+			r.dropPending(lease)
 			return 0, 0, fmt.Errorf("registry: register %s: put keys: %w", r.node.ID, err)
 		}
-		// Someone wrote one of our keys or route prefixes since check: look again.
+		// Someone wrote one of our keys or route prefixes since check: look
+		// again after a short random pause.
+		if attempt < attempts-1 && !sleep(ctx, time.Duration(5+mathrand.IntN(46))*time.Millisecond) {
+			r.dropPending(lease)
+			return 0, 0, ctx.Err()
+		}
 	}
+	r.dropPending(lease)
 	return 0, 0, fmt.Errorf("%w: node %s: its keys kept changing during %d attempts", ErrConcurrentChange, r.node.ID, attempts)
 }
 

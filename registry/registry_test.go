@@ -602,3 +602,34 @@ func TestReregisterBlockedByConflictKeepsRetrying(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConcurrentRegistrationsOfOneGroup: nodes of one group starting at the
+// same moment all register, although their transactions race on the same
+// route prefixes.
+func TestConcurrentRegistrationsOfOneGroup(t *testing.T) {
+	srv := startEtcd(t)
+	cli := newClient(t, srv.Endpoints())
+	cfg := testConfig(t, cli, 3*time.Second)
+	const n = 8
+	errs := make(chan error, n)
+	regs := make(chan *Registration, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			r, err := Register(ctxT(t), cfg, testNode(fmt.Sprintf("im-%d", i), "im",
+				Route{MsgID: 2, Name: "send"}, Route{MsgID: 3, Name: "chain"}, Route{MsgID: 4, Name: "echo"}))
+			errs <- err
+			if err == nil {
+				regs <- r
+			}
+		}(i)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("register: %v", err)
+		}
+	}
+	close(regs)
+	for r := range regs {
+		_ = r.Close(ctxT(t))
+	}
+}
