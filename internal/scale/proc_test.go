@@ -94,12 +94,8 @@ func (p *proc) stop() {
 // startProcRetry is startProc for a node that listens on ports picked just
 // before: argsFor builds the arguments with fresh addresses. If the process
 // exits within a second because its address is in use (another process took
-// the port in between) it is started again, up to 3 times. So it is when
-// its registration lost the race with other nodes of its group starting at
-// the same moment ("concurrent change"): registry.Register gives up after
-// 3 optimistic attempts, which 6 simultaneous starts of one group exceed
-// now and then; that is logged, as a known registry limitation. It may run
-// on any goroutine: on failure it marks the test failed and returns nil.
+// the port in between) it is started again, up to 3 times. It may run on
+// any goroutine: on failure it marks the test failed and returns nil.
 func startProcRetry(t *testing.T, name string, argsFor func() []string) *proc {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
@@ -108,10 +104,6 @@ func startProcRetry(t *testing.T, name string, argsFor func() []string) *proc {
 		case <-p.exited:
 			out := p.out.String()
 			if attempt < 3 && strings.Contains(out, "address already in use") {
-				continue
-			}
-			if attempt < 3 && strings.Contains(out, "concurrent change") {
-				t.Logf("%s: registration lost the race with its group (registry gives up after 3 attempts); starting it again:\n%s", name, out)
 				continue
 			}
 			t.Errorf("%s exited at start: %v\n%s", name, p.cmd.ProcessState, p.out.String())
