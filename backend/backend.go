@@ -16,11 +16,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/registry"
@@ -133,6 +133,7 @@ func (s *Server) Start(ctx context.Context) error {
 		Etcd: s.cfg.Etcd, Redis: s.cfg.Redis, Secret: s.cfg.Secret, Insecure: s.cfg.Insecure,
 		Prefix: s.cfg.Prefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
 		Version: s.cfg.Version, Logger: s.cfg.Logger, Handler: s.onEnvelope,
+		RelayTLS: s.cfg.RelayTLS,
 	})
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.cfg.ID, err)
@@ -247,19 +248,30 @@ func (s *Server) work(ch chan *task) {
 	}
 }
 
-// onEnvelope runs on a relay link's reader goroutine.
+// onEnvelope runs on a relay link's reader goroutine. A queued message
+// costs two allocations: the task, and one buffer holding its source,
+// session, user and payload (the strings view the buffer's first bytes,
+// which nothing writes; the payload is the rest, capped so appends cannot
+// reach them).
 func (s *Server) onEnvelope(env *relay.Envelope) {
 	s.lastMsg.Store(time.Now().UnixNano())
 	switch env.Kind {
 	case relay.KindForward, relay.KindCall:
+		src, ns, nu := len(env.Source), len(env.Session), len(env.User)
+		head := src + ns + nu
+		buf := make([]byte, 0, head+len(env.Payload))
+		buf = append(append(append(append(buf, env.Source...), env.Session...), env.User...), env.Payload...)
 		t := &task{
 			kind:    env.Kind,
-			source:  string(env.Source),
+			source:  bytesString(buf[:src]),
 			seq:     env.Seq,
 			msgID:   env.MsgID,
-			session: string(env.Session),
-			user:    string(env.User),
-			payload: append([]byte(nil), env.Payload...),
+			session: bytesString(buf[src : src+ns]),
+			user:    bytesString(buf[src+ns : head]),
+			payload: buf[head:len(buf):len(buf)],
+		}
+		if len(env.Payload) == 0 {
+			t.payload = nil
 		}
 		s.inflight.Add(1)
 		ch := s.workers[s.shard(env.Session, env.Seq)]
@@ -275,13 +287,27 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 	}
 }
 
+// bytesString returns b as a string without copying; b must never be
+// written afterwards.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// shard picks the worker of a session (FNV-1a, inline: no allocation), so
+// one session's messages run in order; messages without one spread by seq.
 func (s *Server) shard(session []byte, seq uint64) int {
 	if len(session) == 0 {
 		return int(seq % uint64(len(s.workers)))
 	}
-	h := fnv.New32a()
-	_, _ = h.Write(session)
-	return int(h.Sum32() % uint32(len(s.workers)))
+	h := uint32(2166136261)
+	for _, b := range session {
+		h ^= uint32(b)
+		h *= 16777619
+	}
+	return int(h % uint32(len(s.workers)))
 }
 
 func (s *Server) run(t *task) {

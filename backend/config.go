@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/zcluster/zcluster/relay"
 )
 
 // Config configures a backend node. Zero fields take the defaults documented
@@ -53,6 +55,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives countable events for metrics (default NopObserver).
 	Observer Observer
+	// RelayTLS, if set, puts this node's relay links under TLS; every node
+	// of the cluster must agree (see relay.TLSConfig).
+	RelayTLS *relay.TLSConfig
 }
 
 // DefaultConfig returns a Config with every default filled in except the

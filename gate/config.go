@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/relay"
 )
 
 // Reserved client msgIDs.
@@ -60,6 +61,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives countable events for metrics (default NopObserver).
 	Observer Observer
+	// TLSCertFile and TLSKeyFile (PEM files), both set, make the client
+	// listener speak TLS; both empty (the default) keep it plain TCP.
+	TLSCertFile, TLSKeyFile string
+	// RelayTLS, if set, puts this node's relay links under TLS; every node
+	// of the cluster must agree (see relay.TLSConfig).
+	RelayTLS *relay.TLSConfig
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -127,6 +134,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
 	case c.MaxFrame < 16 || c.MaxFrame > 16<<20:
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
 	}

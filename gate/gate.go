@@ -186,6 +186,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
 		Prefix: g.cfg.Prefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
 		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
+		RelayTLS: g.cfg.RelayTLS,
 	})
 	if err != nil {
 		return fmt.Errorf("gate %s: %w", g.cfg.ID, err)
@@ -203,6 +204,8 @@ func (g *Gate) Start(ctx context.Context) error {
 		MaxFrame: g.cfg.MaxFrame,
 		Writer:   frame.WriterConfig{MaxPending: g.cfg.SendQueue},
 		Logger:   g.log,
+		CertFile: g.cfg.TLSCertFile,
+		KeyFile:  g.cfg.TLSKeyFile,
 	}, clientHandler{g})
 	if err != nil {
 		g.node.Close(ctx)

@@ -17,71 +17,103 @@ type pendingRequest struct {
 	reason string
 }
 
-// pendingTable tracks forwarded requests by sequence number.
+// pendingShards spreads the table over independently locked maps: every
+// forwarded request is added on a client's reader goroutine and removed on
+// a relay link's, so one lock would be taken twice per request by every
+// reader of the gate.
+const pendingShards = 32
+
+// pendingTable tracks forwarded requests by sequence number. Sequence
+// numbers are consecutive, so seq % pendingShards spreads them evenly.
 type pendingTable struct {
+	shards [pendingShards]pendingShard
+}
+
+type pendingShard struct {
 	mu sync.Mutex
 	m  map[uint64]pendingRequest
+	_  [48]byte // keep neighbouring shards' locks off one cache line
 }
 
 func newPendingTable() *pendingTable {
-	return &pendingTable{m: make(map[uint64]pendingRequest)}
+	p := &pendingTable{}
+	for i := range p.shards {
+		p.shards[i].m = make(map[uint64]pendingRequest)
+	}
+	return p
 }
 
+func (p *pendingTable) shard(seq uint64) *pendingShard { return &p.shards[seq%pendingShards] }
+
 func (p *pendingTable) add(seq uint64, r pendingRequest) {
-	p.mu.Lock()
-	p.m[seq] = r
-	p.mu.Unlock()
+	s := p.shard(seq)
+	s.mu.Lock()
+	s.m[seq] = r
+	s.mu.Unlock()
 }
 
 // done removes seq if it was forwarded to node; a Done from another node is
 // ignored (a peer cannot finish requests it was not given).
 func (p *pendingTable) done(seq uint64, node string) (pendingRequest, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	r, ok := p.m[seq]
+	s := p.shard(seq)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.m[seq]
 	if !ok || r.node != node {
 		return pendingRequest{}, false
 	}
-	delete(p.m, seq)
+	delete(s.m, seq)
 	return r, true
 }
 
 func (p *pendingTable) remove(seq uint64) {
-	p.mu.Lock()
-	delete(p.m, seq)
-	p.mu.Unlock()
+	s := p.shard(seq)
+	s.mu.Lock()
+	delete(s.m, seq)
+	s.mu.Unlock()
 }
 
 // failNodeSoon gives every request forwarded to node until deadline, then
 // fails it with reason. The grace lets answers already on their way over
 // the node's own link (which may close a moment later) still arrive.
 func (p *pendingTable) failNodeSoon(node string, deadline time.Time, reason string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for seq, r := range p.m {
-		if r.node == node && r.deadline.After(deadline) {
-			r.deadline, r.reason = deadline, reason
-			p.m[seq] = r
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		for seq, r := range s.m {
+			if r.node == node && r.deadline.After(deadline) {
+				r.deadline, r.reason = deadline, reason
+				s.m[seq] = r
+			}
 		}
+		s.mu.Unlock()
 	}
 }
 
 // expire removes and returns every request whose deadline passed.
 func (p *pendingTable) expire(now time.Time) []pendingRequest {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var out []pendingRequest
-	for seq, r := range p.m {
-		if now.After(r.deadline) {
-			out = append(out, r)
-			delete(p.m, seq)
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		for seq, r := range s.m {
+			if now.After(r.deadline) {
+				out = append(out, r)
+				delete(s.m, seq)
+			}
 		}
+		s.mu.Unlock()
 	}
 	return out
 }
 
 func (p *pendingTable) len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m)
+	n := 0
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
 }

@@ -178,7 +178,10 @@ func (r *Relay) connect(id, addr string) (net.Conn, error) {
 	}
 	_ = conn.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(r.ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	err = clientHandshake(conn, r.secret, r.nodeID, []byte(id))
+	sc, err := r.secure(conn, addr) // TLS, when on, wraps conn
+	if err == nil {
+		err = clientHandshake(sc, r.secret, r.nodeID, []byte(id))
+	}
 	if !stop() && err == nil {
 		err = r.ctx.Err()
 	}
@@ -187,5 +190,5 @@ func (r *Relay) connect(id, addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("%w: %s at %s: %w", ErrHandshake, id, addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return conn, nil
+	return sc, nil
 }

@@ -66,6 +66,9 @@ type Config struct {
 	// handshakes and envelopes. Never one line per message. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// TLS, if set, puts every link under TLS (see TLSConfig); nil means
+	// plain TCP.
+	TLS *TLSConfig
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -78,6 +81,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Resolve == nil {
 		return c, ErrNoResolver
+	}
+	if c.TLS != nil {
+		t, err := c.TLS.prepare()
+		if err != nil {
+			return c, err
+		}
+		c.TLS = t
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:0"
@@ -221,13 +231,18 @@ func (r *Relay) Start() error {
 	}
 	r.starting = true
 	r.mu.Unlock()
+	certFile, keyFile := r.cfg.listenFiles()
 	srv, err := zinxkit.Listen(zinxkit.Config{
 		Name:     "relay-" + r.cfg.NodeID,
 		Addr:     r.cfg.Listen,
 		MaxFrame: r.cfg.MaxFrame,
 		// Inbound links only carry the handshake back.
-		Writer: frame.WriterConfig{MaxPending: 64 << 10, WriteTimeout: r.cfg.HandshakeTimeout},
-		Logger: r.log,
+		Writer:   frame.WriterConfig{MaxPending: 64 << 10, WriteTimeout: r.cfg.HandshakeTimeout},
+		Logger:   r.log,
+		CertFile: certFile,
+		KeyFile:  keyFile,
+		// With TLS, the TLS handshake gets the same bound as ours.
+		HandshakeTimeout: r.cfg.HandshakeTimeout,
 	}, serverHandler{r})
 	if err != nil {
 		r.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/metrics"
 	"github.com/zcluster/zcluster/registry"
+	"github.com/zcluster/zcluster/relay"
 )
 
 const (
@@ -61,6 +62,12 @@ type nodeFlags struct {
 	httpAddr   string
 	pprof      bool
 	config     string
+	// TLS (docs/security.md)
+	tlsCert, tlsKey    string // gate only: client listener
+	relayTLSCert       string
+	relayTLSKey        string
+	relayTLSCA         string
+	relayTLSServerName string
 }
 
 // bindNodeFlags defines the flags of a node of kind on fs, with defaults
@@ -73,6 +80,8 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.StringVar(&f.listen, "listen", gd.ClientListen, "address clients connect to, host:port")
 		fs.StringVar(&f.relay, "relay", gd.RelayListen, "relay address other nodes connect to, host:port")
 		fs.IntVar(&f.maxFrame, "max-frame", gd.MaxFrame, "largest client frame payload in bytes; a bigger frame closes the connection")
+		fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for the client listener; with --tls-key, clients must connect with TLS")
+		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	} else {
 		fs.StringVar(&f.id, "id", "", "node id, unique in the cluster (default <group>-<hostname>-<4 random hex>, new at every start)")
 		fs.StringVar(&f.group, "group", "", "backend group this node serves, e.g. im or echo (required)")
@@ -84,6 +93,10 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.redis, "redis", "127.0.0.1:6379", "Redis address host:port; a comma list means several addresses (Redis Cluster)")
 	fs.StringVar(&f.secret, "secret", "", "cluster secret that authenticates relay links (required unless --insecure; prefer the environment variable: command lines are visible to other users)")
 	fs.BoolVar(&f.insecure, "insecure", false, "development only: allow relay links without a secret")
+	fs.StringVar(&f.relayTLSCert, "relay-tls-cert", "", "PEM certificate of this node's relay listener; with --relay-tls-key, relay links run over TLS (all nodes must agree)")
+	fs.StringVar(&f.relayTLSKey, "relay-tls-key", "", "PEM private key of --relay-tls-cert")
+	fs.StringVar(&f.relayTLSCA, "relay-tls-ca", "", "PEM CA certificates that peers' relay certificates must chain to (default: the system roots)")
+	fs.StringVar(&f.relayTLSServerName, "relay-tls-server-name", "", "name checked in peers' relay certificates (default: the host of each peer's relay address)")
 	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
 	fs.StringVar(&f.app, "app", "chat", "built-in application whose handlers the node runs (chat)")
@@ -100,6 +113,15 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	}
 	if f.secret == "" && !f.insecure {
 		return errors.New("--secret (or ZC_SECRET) is required; --insecure runs without one, for development only")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if (f.relayTLSCert == "") != (f.relayTLSKey == "") {
+		return errors.New("--relay-tls-cert and --relay-tls-key go together")
+	}
+	if f.relayTLSCert == "" && (f.relayTLSCA != "" || f.relayTLSServerName != "") {
+		return errors.New("--relay-tls-ca and --relay-tls-server-name need --relay-tls-cert and --relay-tls-key")
 	}
 	if f.ttl < time.Second {
 		return fmt.Errorf("--ttl %v: must be at least 1s", f.ttl)
@@ -118,6 +140,14 @@ func (f *nodeFlags) check(kind nodeKind) error {
 		f.id = defaultID(prefix)
 	}
 	return nil
+}
+
+// relayTLS returns the relay TLS settings, or nil when relay TLS is off.
+func (f *nodeFlags) relayTLS() *relay.TLSConfig {
+	if f.relayTLSCert == "" {
+		return nil
+	}
+	return &relay.TLSConfig{CertFile: f.relayTLSCert, KeyFile: f.relayTLSKey, CAFile: f.relayTLSCA, ServerName: f.relayTLSServerName}
 }
 
 // defaultID returns "<prefix>-<hostname>-<4 random hex digits>": unique per
@@ -195,6 +225,9 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		TTL:          f.ttl,
 		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
+		TLSCertFile:  f.tlsCert,
+		TLSKeyFile:   f.tlsKey,
+		RelayTLS:     f.relayTLS(),
 		Version:      version(),
 		Logger:       c.log,
 		Observer:     obs,
@@ -247,6 +280,7 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		Prefix:      f.etcdPrefix,
 		TTL:         f.ttl,
 		SessionTTL:  f.sessionTTL,
+		RelayTLS:    f.relayTLS(),
 		Version:     version(),
 		Logger:      c.log,
 		Observer:    obs,

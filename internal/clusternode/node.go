@@ -42,6 +42,8 @@ type Config struct {
 	Logger      *slog.Logger
 	// Handler receives every envelope that arrives on the relay.
 	Handler relay.Handler
+	// RelayTLS, if set, puts the relay's links under TLS.
+	RelayTLS *relay.TLSConfig
 }
 
 // Node is a started cluster member.
@@ -100,6 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nd.RelayAddr, true
 		},
 		Logger: cfg.Logger,
+		TLS:    cfg.RelayTLS,
 	}, cfg.Handler)
 	if err != nil {
 		n.Topology.Close()

@@ -8,10 +8,28 @@
 // (zconf.GlobalObject). zinxkit sets the few fields it relies on exactly once
 // per process, to the same values for every server, and gives each server
 // its own name, host and port through the znet.Server fields instead.
+//
+// # TLS
+//
+// zinx v1.2.8 terminates TLS itself, but only from the process-wide
+// zconf.GlobalObject.CertFile and PrivateKeyFile, which it reads exactly once
+// per server: when that server's listener is created, at the start of
+// znet.Server.ListenTcpConn. zinxkit therefore serialises every Listen in
+// the process: it sets the two fields to this server's certificate (or
+// clears them), starts the server, waits until its listener has accepted
+// the probe connection (so zinx has read them), and puts them back to "".
+// Each server gets its own certificate or none; TLS and plain servers mix
+// freely in one process. The cost is nil at run time (zinx's own tls.Conn,
+// no extra goroutine or copy). The limits are zinx's: the certificate comes
+// from PEM files, read once at Listen (no reload), with Go's default server
+// settings (TLS 1.2 and up) and no client certificates. A zinx server
+// started in the same process without zinxkit, while a zinxkit Listen runs,
+// could pick up the certificate; zcluster starts none.
 package zinxkit
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +51,9 @@ import (
 
 // ErrListen is returned when a server cannot bind its address.
 var ErrListen = errors.New("zinxkit: cannot listen")
+
+// ErrTLS is returned when a server's certificate or key cannot be used.
+var ErrTLS = errors.New("zinxkit: bad TLS certificate")
 
 // Handler receives the events of a server's connections. OnFrame runs on the
 // connection's reader goroutine, so frames of one connection arrive in order;
@@ -56,6 +77,34 @@ type Config struct {
 	Writer frame.WriterConfig
 	// Logger receives connection-level events (default slog.Default()).
 	Logger *slog.Logger
+	// CertFile and KeyFile, both PEM files, make the listener speak TLS
+	// with that certificate. Both or neither must be set.
+	CertFile, KeyFile string
+	// HandshakeTimeout bounds a TLS connection's handshake (default 10s):
+	// a connection that has not completed it by then is closed before the
+	// Handler hears of it. Unused without TLS.
+	HandshakeTimeout time.Duration
+}
+
+// DefaultHandshakeTimeout is the default Config.HandshakeTimeout.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// TLS reports whether the config asks for a TLS listener.
+func (c Config) TLS() bool { return c.CertFile != "" || c.KeyFile != "" }
+
+// checkTLS loads the key pair once, so that a bad file is an error here
+// instead of a panic in zinx's listener goroutine.
+func (c Config) checkTLS() error {
+	if !c.TLS() {
+		return nil
+	}
+	if c.CertFile == "" || c.KeyFile == "" {
+		return fmt.Errorf("%w: both a certificate and a key file are needed (cert %q, key %q)", ErrTLS, c.CertFile, c.KeyFile)
+	}
+	if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+		return fmt.Errorf("%w: %w", ErrTLS, err)
+	}
+	return nil
 }
 
 // Server is a running zinx server.
@@ -103,6 +152,10 @@ func setup() {
 	})
 }
 
+// listenMu serialises Listen: zinx reads the TLS files from the global
+// config when a server's listener starts (see the package comment).
+var listenMu sync.Mutex
+
 // stdoutMu serialises the moments stdout is silenced around znet.NewServer,
 // which prints a logo and the whole global config on every call.
 var stdoutMu sync.Mutex
@@ -134,6 +187,12 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if err := cfg.checkTLS(); err != nil {
+		return nil, err
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
 	host, port, err := probe(cfg.Addr)
 	if err != nil {
 		return nil, err
@@ -148,12 +207,23 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 	zs.SetOnConnStart(s.onStart)
 	zs.SetOnConnStop(s.onStop)
 	s.zs = zs
-	zs.Start()
-	if err := s.waitListening(3 * time.Second); err != nil {
+	if err := s.start(); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("%w %s: %v", ErrListen, s.addr, err)
 	}
 	return s, nil
+}
+
+// start starts zinx with this server's TLS files in the global config and
+// clears them once its listener is up (see the package comment).
+func (s *Server) start() error {
+	listenMu.Lock()
+	defer listenMu.Unlock()
+	g := zconf.GlobalObject
+	g.CertFile, g.PrivateKeyFile = s.cfg.CertFile, s.cfg.KeyFile
+	defer func() { g.CertFile, g.PrivateKeyFile = "", "" }()
+	s.zs.Start()
+	return s.waitListening(3 * time.Second)
 }
 
 func probe(addr string) (string, int, error) {
@@ -188,6 +258,14 @@ func (s *Server) waitListening(timeout time.Duration) error {
 			continue
 		}
 		defer c.Close()
+		if s.cfg.TLS() {
+			// Complete the handshake so that the probe reaches OnOpen as
+			// it does on a plain listener. This only checks that our own
+			// listener is up; nothing is sent, so the certificate is not
+			// verified.
+			_ = c.SetDeadline(deadline)
+			_ = tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake() //nolint:gosec // see above
+		}
 		for s.opened.Load() == 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
@@ -222,6 +300,21 @@ func (s *Server) Range(fn func(*Conn) bool) {
 }
 
 func (s *Server) onStart(zc ziface.IConnection) {
+	if tc, ok := zc.GetConnection().(*tls.Conn); ok {
+		// zinx would run the handshake in its reader's first Read, with no
+		// deadline: a client that never completes it would hold the
+		// connection forever. Run it here, bounded; this goroutine is the
+		// connection's own (zinx starts each connection on its own).
+		s.opened.Add(1)
+		ctx, cancel := context.WithTimeout(zc.Context(), s.cfg.HandshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.cfg.Logger.Debug("TLS handshake failed", "server", s.cfg.Name, "remote", zc.RemoteAddrString(), "cause", err)
+			zc.Stop()
+			return
+		}
+	}
 	c := &Conn{zc: zc, dec: frame.NewDecoder(s.cfg.MaxFrame), id: zc.GetConnID()}
 	wcfg := s.cfg.Writer
 	userOnErr := wcfg.OnError

@@ -1,0 +1,91 @@
+package relay
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/zcluster/zcluster/internal/tlsutil"
+)
+
+// ErrTLSConfig is returned by New when Config.TLS cannot be used: a
+// certificate without its key, an unreadable file, a CA file with no
+// certificate.
+var ErrTLSConfig = errors.New("relay: bad TLS config")
+
+// TLSConfig puts every relay link under TLS, on top of (not instead of) the
+// secret handshake: TLS keeps the traffic private and proves the listener's
+// certificate; the handshake still proves that both ends hold the cluster
+// secret. All nodes of a cluster use TLS or none does: a TLS dialer cannot
+// talk to a plain listener, nor the other way round.
+type TLSConfig struct {
+	// CertFile and KeyFile (PEM) are the certificate this node's relay
+	// listener presents. Required.
+	CertFile, KeyFile string
+	// CAFile (PEM) holds the CA certificates peers' certificates must chain
+	// to; "" means the system roots.
+	CAFile string
+	// RootCAs, if set, is used instead of CAFile.
+	RootCAs *x509.CertPool
+	// ServerName is the name checked in every peer's certificate; "" checks
+	// the host of the peer's relay address (so certificates must carry the
+	// advertised IP or name). One name shared by all nodes lets one
+	// certificate serve the whole cluster.
+	ServerName string
+
+	client *tls.Config // built by prepare
+}
+
+// prepare checks t and returns a copy with the dialer's config built.
+func (t *TLSConfig) prepare() (*TLSConfig, error) {
+	if t.CertFile == "" || t.KeyFile == "" {
+		return nil, fmt.Errorf("%w: both a certificate and a key file are needed (cert %q, key %q)", ErrTLSConfig, t.CertFile, t.KeyFile)
+	}
+	if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTLSConfig, err)
+	}
+	c := *t
+	c.client = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, RootCAs: t.RootCAs}
+	if c.RootCAs == nil && t.CAFile != "" {
+		pool, err := tlsutil.CAPool(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrTLSConfig, err)
+		}
+		c.client.RootCAs = pool
+	}
+	return &c, nil
+}
+
+// listenFiles returns the certificate files for the relay listener, or ""
+// when TLS is off.
+func (c Config) listenFiles() (cert, key string) {
+	if c.TLS == nil {
+		return "", ""
+	}
+	return c.TLS.CertFile, c.TLS.KeyFile
+}
+
+// secure runs the TLS client handshake on a freshly dialed link when TLS is
+// on; conn's deadline (set by the caller) bounds it. On error it returns
+// conn itself, for the caller to close.
+func (r *Relay) secure(conn net.Conn, addr string) (net.Conn, error) {
+	if r.cfg.TLS == nil {
+		return conn, nil
+	}
+	cfg := r.cfg.TLS.client
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(r.ctx); err != nil {
+		return conn, fmt.Errorf("tls: %w", err)
+	}
+	return tc, nil
+}
