@@ -22,8 +22,10 @@
 // transaction guarded by the revision of that read. One goroutine per
 // Registration then keeps the lease alive and watches the node key; every
 // TTL/2 it also checks that all keys are present. On any loss (lease
-// expired or revoked, etcd restarted, a key deleted by hand) it registers
-// again under a new lease, retrying with backoff (100ms..5s, jittered) until
+// expired or revoked, etcd restarted, a key deleted by hand) it first
+// checks whether the old lease is still alive with every key on it (etcd
+// came back with its data) and keeps it if so; otherwise it registers again
+// under a new lease, retrying with backoff (100ms..1s, jittered) until
 // Close. A re-registration refused by a conflict is logged at error level
 // (rate-limited) and retried, never abandoned.
 //

@@ -47,7 +47,7 @@ type backoff struct {
 }
 
 func newBackoff() backoff {
-	return backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	return backoff{min: 100 * time.Millisecond, max: time.Second}
 }
 
 func (b *backoff) reset() { b.cur = 0 }

@@ -237,6 +237,13 @@ func (r *Registration) keep(lease clientv3.LeaseID, rev int64) error {
 // verify reports a cause if any key of the node is missing or hangs on
 // another lease. An unreachable etcd is not a loss: the keepalive decides.
 func (r *Registration) verify(ctx context.Context, lease clientv3.LeaseID) error {
+	cause, _ := r.checkKeys(ctx, lease)
+	return cause
+}
+
+// checkKeys reads every key of the node: cause says which is missing or on
+// another lease; err is set (and cause nil) when etcd did not answer.
+func (r *Registration) checkKeys(ctx context.Context, lease clientv3.LeaseID) (cause, err error) {
 	ops := make([]clientv3.Op, len(r.keys))
 	for i, k := range r.keys {
 		ops[i] = clientv3.OpGet(k, clientv3.WithKeysOnly())
@@ -245,18 +252,58 @@ func (r *Registration) verify(ctx context.Context, lease clientv3.LeaseID) error
 	defer cancel()
 	resp, err := r.cli.Txn(cctx).Then(ops...).Commit()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	for i, rr := range resp.Responses {
 		kvs := rr.GetResponseRange().GetKvs()
 		if len(kvs) == 0 {
-			return fmt.Errorf("key %s missing", r.keys[i])
+			return fmt.Errorf("key %s missing", r.keys[i]), nil
 		}
 		if kvs[0].Lease != int64(lease) {
-			return fmt.Errorf("key %s on lease %x", r.keys[i], kvs[0].Lease)
+			return fmt.Errorf("key %s on lease %x", r.keys[i], kvs[0].Lease), nil
 		}
 	}
-	return nil
+	return nil, nil
+}
+
+// leaseState is what etcd says of a lease the Registration held.
+type leaseState int
+
+const (
+	leaseUnreachable leaseState = iota // etcd did not answer
+	leaseAlive                         // alive, every key of the node on it
+	leaseGone                          // expired, revoked, or keys missing
+)
+
+// probeTimeout bounds one probe of the old lease, so that a probe started
+// while etcd was down does not hold the loop once etcd is back.
+const probeTimeout = 500 * time.Millisecond
+
+// probe asks etcd, within probeTimeout, about lease, refreshing it once if
+// it is alive; rev is the revision it was seen at.
+func (r *Registration) probe(lease clientv3.LeaseID) (rev int64, state leaseState) {
+	if lease == 0 {
+		return 0, leaseGone
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
+	defer cancel()
+	ka, err := r.cli.KeepAliveOnce(ctx, lease)
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return 0, leaseGone
+	case err != nil:
+		return 0, leaseUnreachable
+	case ka.TTL <= 0:
+		return 0, leaseGone
+	}
+	cause, err := r.checkKeys(ctx, lease)
+	switch {
+	case err != nil:
+		return 0, leaseUnreachable
+	case cause != nil:
+		return 0, leaseGone
+	}
+	return ka.Revision, leaseAlive
 }
 
 // reregister registers the node under a new lease, retrying with backoff
@@ -265,12 +312,33 @@ func (r *Registration) reregister(old clientv3.LeaseID) (lease clientv3.LeaseID,
 	bo := newBackoff()
 	limit := rateLimit{every: retryLogEvery}
 	for attempt := 1; ; attempt++ {
+		// While etcd is unreachable, keep probing the old lease quickly:
+		// etcd that comes back with its data (a restart, a healed
+		// partition) renews its leases for one TTL, and catching the old
+		// lease within it keeps the node's keys instead of letting them
+		// expire and writing them again.
+		rev, state := r.probe(old)
+		switch state {
+		case leaseAlive:
+			r.registered.Store(true)
+			r.log.Info("registry: lease regained", "node", r.node.ID, "lease", fmt.Sprintf("%x", int64(old)), "attempts", attempt)
+			return old, rev, true
+		case leaseUnreachable:
+			if limit.allow() {
+				r.log.Warn("registry: etcd unreachable; retrying", "node", r.node.ID, "attempt", attempt)
+			}
+			if !sleep(r.ctx, min(bo.next(), probeTimeout)) {
+				return 0, 0, false
+			}
+			continue
+		}
+		old = 0 // gone: register anew
 		lease, rev, err := r.put(r.ctx)
 		if err == nil {
 			r.lease.Store(int64(lease))
 			r.registered.Store(true)
 			total := r.reregs.Add(1)
-			if lease != old {
+			if old != 0 && lease != old {
 				cctx, cancel := context.WithTimeout(r.ctx, r.cfg.callTimeout())
 				if r.revoke(cctx, old) == nil {
 					r.forget(old)

@@ -76,7 +76,7 @@ func newClusterOn(t *testing.T, redisAddr string) *cluster {
 		etcd:      e,
 		redisAddr: redisAddr,
 		secret:    []byte("e2e-secret"),
-		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: e2eLogLevel()})),
 		gates:     map[string]*gate.Gate{},
 		backends:  map[string]*backend.Server{},
 	}
@@ -351,4 +351,13 @@ func (c *cluster) nodeArgs(kind, id string, extra ...string) []string {
 		"--secret", string(c.secret), "--ttl", testTTL.String(), "--session-ttl", testSessionTTL.String(),
 		"--log-level", "warn"}
 	return append(args, extra...)
+}
+
+// e2eLogLevel is warn, or ZC_E2E_LOG (debug, info) to see the nodes' logs.
+func e2eLogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("ZC_E2E_LOG"))); err != nil || os.Getenv("ZC_E2E_LOG") == "" {
+		return slog.LevelWarn
+	}
+	return l
 }

@@ -109,7 +109,7 @@ func TestFaultEtcdOutage(t *testing.T) {
 	t.Logf("etcd down %v; served %d requests during the outage; all nodes registered %v after restart, topology converged after %v; answered %d, error frames %d, unanswered %d",
 		restarted.Sub(stopped).Round(time.Millisecond), during-before, reregistered.Round(time.Millisecond), converged.Round(time.Millisecond), answered, len(errs), unanswered)
 	if len(errs) > 0 || unanswered > 0 {
-		t.Fatalf("errors %v, unanswered %d", errs, unanswered)
+		t.Fatalf("%s, unanswered %d", summarize(errs), unanswered)
 	}
 	select {
 	case <-alice.Done():
@@ -219,7 +219,7 @@ func TestFaultRollingRestart(t *testing.T) {
 	t.Logf("rolled 4 backends in %v under load: echo answered %d (errors %d, unanswered %d), chain-echo answered %d (errors %d, unanswered %d)",
 		took.Round(time.Millisecond), a1, len(e1), u1, a2, len(e2), u2)
 	if len(e1)+len(e2) > 0 || u1+u2 > 0 {
-		t.Fatalf("error frames %v %v, unanswered %d", e1, e2, u1+u2)
+		t.Fatalf("echo: %s; chain-echo: %s; unanswered %d", summarize(e1), summarize(e2), u1+u2)
 	}
 }
 
@@ -484,6 +484,6 @@ func TestFaultRedisDown(t *testing.T) {
 	t.Logf("Redis down %v: %d echo requests served meanwhile, login and send answered error frames; records rewritten %v after Redis returned; echo errors %d, unanswered %d",
 		upAt.Sub(down).Round(time.Millisecond), during-before, rewritten.Round(time.Millisecond), len(errs), unanswered)
 	if len(errs) > 0 || unanswered > 0 {
-		t.Fatalf("echo traffic: errors %v, unanswered %d", errs, unanswered)
+		t.Fatalf("echo traffic: %s, unanswered %d", summarize(errs), unanswered)
 	}
 }

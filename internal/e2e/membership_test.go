@@ -156,7 +156,7 @@ func TestBackendJoinsUnderTraffic(t *testing.T) {
 	answered, errs, unanswered, byNode := tr.snapshot()
 	t.Logf("answered %d, by node %v", answered, byNode)
 	if len(errs) > 0 || unanswered > 0 {
-		t.Fatalf("errors %v, unanswered %d", errs, unanswered)
+		t.Fatalf("%s, unanswered %d", summarize(errs), unanswered)
 	}
 }
 
@@ -191,7 +191,7 @@ func TestBackendCleanStop(t *testing.T) {
 		t.Errorf("im-2 served %d requests after it stopped", after["im-2"]-before["im-2"])
 	}
 	if len(errs) > 0 || unanswered > 0 {
-		t.Fatalf("clients saw errors %v, unanswered %d", errs, unanswered)
+		t.Fatalf("clients saw %s, unanswered %d", summarize(errs), unanswered)
 	}
 }
 
@@ -246,4 +246,24 @@ func TestBackendVanishes(t *testing.T) {
 	if answered-answeredAtRemoval == 0 {
 		t.Fatal("no request served after im-2 left the topology")
 	}
+}
+
+// summarize folds error texts into "N error frames: count x text, ...".
+func summarize(errs []string) string {
+	if len(errs) == 0 {
+		return "no error frames"
+	}
+	counts := map[string]int{}
+	var order []string
+	for _, e := range errs {
+		if counts[e] == 0 {
+			order = append(order, e)
+		}
+		counts[e]++
+	}
+	parts := make([]string, 0, len(order))
+	for _, e := range order {
+		parts = append(parts, fmt.Sprintf("%d x %q", counts[e], e))
+	}
+	return fmt.Sprintf("%d error frames: %s", len(errs), strings.Join(parts, ", "))
 }
