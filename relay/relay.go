@@ -173,11 +173,6 @@ type Relay struct {
 	inboundGone chan struct{}          // closed when inbound empties during Close
 	downFns     []func(string, error)  // OnLinkDown callbacks
 	closeOnce   sync.Once
-
-	// opened is closed at the first OnOpen: Start waits for zinxkit's
-	// probe connection to be started (see Start).
-	opened     chan struct{}
-	openedOnce sync.Once
 }
 
 // dialFailure remembers a failed dial for the redial backoff.
@@ -209,7 +204,6 @@ func New(cfg Config, h Handler) (*Relay, error) {
 		links:    make(map[string]*link),
 		failures: make(map[string]dialFailure),
 		inbound:  make(map[*inbound]struct{}),
-		opened:   make(chan struct{}),
 	}
 	r.bufs.New = func() any {
 		b := make([]byte, 0, 4<<10)
@@ -250,16 +244,6 @@ func (r *Relay) Start() error {
 		r.mu.Unlock()
 		return fmt.Errorf("relay %s: %w", r.cfg.NodeID, err)
 	}
-	// zinxkit.Listen dials a probe connection. zinx v1.2.8 panics if its
-	// Server.Stop meets a connection that was accepted but whose goroutine
-	// has not started yet (nil cancel func), so a Close right after Start
-	// could crash: wait (bounded) until that connection has been started.
-	probe := time.NewTimer(time.Second)
-	select {
-	case <-r.opened:
-	case <-probe.C:
-	}
-	probe.Stop()
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()

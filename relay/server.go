@@ -34,7 +34,6 @@ type inbound struct {
 // OnOpen sends the challenge and arms the handshake deadline.
 func (h serverHandler) OnOpen(c *zinxkit.Conn) {
 	r := h.r
-	r.openedOnce.Do(func() { close(r.opened) })
 	in := &inbound{r: r, conn: c}
 	c.Value = in
 	r.mu.Lock()

@@ -117,6 +117,7 @@ type Server struct {
 	conns   sync.Map // ziface.IConnection -> *Conn
 	nconns  atomic.Int64
 	opened  atomic.Int64 // connections ever started; Listen waits for its probe
+	probe   atomic.Value // string: the local address Listen's probe dials from
 }
 
 // Conn is one accepted connection.
@@ -251,7 +252,14 @@ func (s *Server) waitListening(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", dialAddr, 200*time.Millisecond)
+		// The probe dials from a known local address, so onStart can tell
+		// it from a client and keep it from the handler.
+		dialer := net.Dialer{Timeout: 200 * time.Millisecond}
+		if local, err := reservePort(dialAddr); err == nil {
+			dialer.LocalAddr = local
+			s.probe.Store(local.String())
+		}
+		c, err := dialer.Dial("tcp", dialAddr)
 		if err != nil {
 			last = err
 			time.Sleep(10 * time.Millisecond)
@@ -272,6 +280,22 @@ func (s *Server) waitListening(timeout time.Duration) error {
 		return nil
 	}
 	return last
+}
+
+// reservePort returns a loopback address of the family of dialAddr's host
+// with a port that was free a moment ago.
+func reservePort(dialAddr string) (*net.TCPAddr, error) {
+	host, _, err := net.SplitHostPort(dialAddr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	_ = ln.Close()
+	return addr, nil
 }
 
 // Addr returns the address the server listens on (with the concrete port).
@@ -314,6 +338,10 @@ func (s *Server) onStart(zc ziface.IConnection) {
 			zc.Stop()
 			return
 		}
+	}
+	if probe, _ := s.probe.Load().(string); probe != "" && zc.RemoteAddrString() == probe {
+		s.opened.Add(1) // Listen's own probe: not a client
+		return
 	}
 	c := &Conn{zc: zc, dec: frame.NewDecoder(s.cfg.MaxFrame), id: zc.GetConnID()}
 	wcfg := s.cfg.Writer
