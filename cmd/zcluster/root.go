@@ -96,6 +96,7 @@ the config file, which wins over the default.`,
 		newTopCmd(c),
 		newRoutesCmd(c),
 		newHealthCmd(c),
+		newBenchCmd(c),
 	)
 	return root
 }
