@@ -211,6 +211,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err := s.node.Deregister(ctx); err != nil {
 			s.log.Warn("deregister failed; the lease will expire", "cause", err)
 		}
+		// Tell the peers directly too: they stop sending at once, however
+		// late etcd's watch reaches them.
+		s.node.AnnounceLeaving(ctx)
 		s.drain(ctx)
 		s.cancel()
 		s.wg.Wait()
@@ -278,7 +281,10 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 		select {
 		case ch <- t:
 		case <-s.ctx.Done():
+			// Arrived after the drain: answer, never drop in silence.
 			s.inflight.Add(-1)
+			s.log.Warn("message arrived after the drain", "from", t.source, "msg_id", t.msgID)
+			(&Context{s: s, t: t}).finish(fmt.Errorf("node %s is stopping", s.cfg.ID))
 		}
 	case relay.KindCallReply:
 		s.calls.resolve(env.Seq, string(env.Source), env.Payload, env.Flags&relay.FlagError != 0)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 )
 
@@ -140,21 +141,64 @@ func (c *Context) Kick(sid, reason string) error {
 // Call sends payload to a node of group (picked by this session, so one
 // session's calls go to one node) and waits for its handler's Reply.
 func (c *Context) Call(group string, msgID uint32, payload []byte) ([]byte, error) {
-	s := c.s
-	key := c.t.session
+	return c.s.call(c.t.session, c.t.user, group, msgID, payload)
+}
+
+// pickWait bounds how long Call waits for a group with no live node to get
+// one.
+const pickWait = time.Second
+
+// waitPick polls the topology for a node of group for at most pickWait.
+func (s *Server) waitPick(group, key string) (registry.Node, bool) {
+	deadline := time.Now().Add(min(pickWait, s.cfg.CallTimeout))
+	for time.Now().Before(deadline) {
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return registry.Node{}, false
+		case <-t.C:
+		}
+		if n, ok := s.node.Pick(group, key); ok {
+			return n, true
+		}
+	}
+	return registry.Node{}, false
+}
+
+// call is Context.Call for a message of session/user.
+func (s *Server) call(session, user, group string, msgID uint32, payload []byte) ([]byte, error) {
+	key := session
 	seq := s.callSeq.Add(1)
 	if key == "" {
 		key = strconv.FormatUint(seq, 10)
 	}
-	node, ok := s.node.Topology.Pick(group, key)
+	node, ok := s.node.Pick(group, key)
 	if !ok {
-		return nil, fmt.Errorf("%w for group %q", ErrNoNode, group)
+		// A node of the group may have registered a moment ago, before
+		// this node's watch caught up (both just started): wait a little.
+		node, ok = s.waitPick(group, key)
+		if !ok {
+			return nil, fmt.Errorf("%w for group %q", ErrNoNode, group)
+		}
 	}
+	env := relay.Envelope{Kind: relay.KindCall, MsgID: msgID, Seq: seq, Session: []byte(session), User: []byte(user), Payload: payload}
 	p := s.calls.add(seq, node.ID)
-	env := relay.Envelope{Kind: relay.KindCall, MsgID: msgID, Seq: seq, Session: []byte(c.t.session), User: []byte(c.t.user), Payload: payload}
 	if err := s.node.Relay.Send(s.ctx, node.ID, &env); err != nil {
 		s.calls.remove(seq)
-		return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
+		// Unreachable (it died, its lease not expired yet): avoid it and
+		// try the next node of the group once.
+		s.node.Avoid(node.ID, time.Second)
+		next, ok := s.node.PickOther(group, key)
+		if !ok {
+			return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
+		}
+		node = next
+		p = s.calls.add(seq, node.ID)
+		if err := s.node.Relay.Send(s.ctx, node.ID, &env); err != nil {
+			s.calls.remove(seq)
+			return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
+		}
 	}
 	t := time.NewTimer(s.cfg.CallTimeout)
 	defer t.Stop()
@@ -163,6 +207,7 @@ func (c *Context) Call(group string, msgID uint32, payload []byte) ([]byte, erro
 		return r.payload, r.err
 	case <-t.C:
 		s.calls.remove(seq)
+		s.log.Warn("call timed out", "to", node.ID, "msg_id", msgID, "seq", seq, "after", s.cfg.CallTimeout)
 		return nil, fmt.Errorf("%w: %s msgID %d after %v", ErrCallTimeout, node.ID, msgID, s.cfg.CallTimeout)
 	case <-s.ctx.Done():
 		s.calls.remove(seq)

@@ -61,12 +61,6 @@ type Gate struct {
 	pending *pendingTable
 	seq     atomic.Uint64
 
-	// suspects holds nodes whose link just failed (nodeID -> time.Time until
-	// which it is avoided): their sessions are routed to the next node of the
-	// group by rendezvous order until the node leaves etcd or comes back.
-	suspects  sync.Map
-	isSuspect func(nodeID string) bool
-
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wgMu     sync.Mutex
@@ -123,7 +117,6 @@ func New(cfg Config) (*Gate, error) {
 		cancel:   cancel,
 		done:     make(chan struct{}),
 	}
-	g.isSuspect = g.suspect
 	return g, nil
 }
 
@@ -135,30 +128,9 @@ const suspectFor = time.Second
 // answered (over the node's own link) before they get an error frame.
 const linkGrace = 500 * time.Millisecond
 
-func (g *Gate) suspect(nodeID string) bool {
-	v, ok := g.suspects.Load(nodeID)
-	if !ok {
-		return false
-	}
-	if time.Now().Before(v.(time.Time)) {
-		return true
-	}
-	g.suspects.Delete(nodeID)
-	return false
-}
-
-func (g *Gate) markSuspect(nodeID string) {
-	g.suspects.Store(nodeID, time.Now().Add(suspectFor))
-}
-
-// pick chooses the node of group for a session, avoiding suspects while
-// another node is available.
-func (g *Gate) pick(group, sid string) (registry.Node, bool) {
-	if n, ok := g.node.Topology.PickExcept(group, sid, g.isSuspect); ok {
-		return n, true
-	}
-	return g.node.Topology.Pick(group, sid)
-}
+// markSuspect avoids a node whose link failed for suspectFor: its sessions
+// go to the next node of their group in rendezvous order meanwhile.
+func (g *Gate) markSuspect(nodeID string) { g.node.Avoid(nodeID, suspectFor) }
 
 // Handle registers a handler that runs inside the gate for msgID; the route
 // is published in etcd under group "gate". Call before Start.
@@ -192,12 +164,6 @@ func (g *Gate) Start(ctx context.Context) error {
 		return fmt.Errorf("gate %s: %w", g.cfg.ID, err)
 	}
 	g.node.Relay.OnLinkDown(g.onLinkDown)
-	unsubscribe := g.node.Topology.Subscribe(func(ev registry.Event) {
-		if ev.Type != registry.NodeRemoved {
-			g.suspects.Delete(ev.Node.ID) // (re)registered: try it again
-		}
-	})
-	g.goLoop(func() { <-g.ctx.Done(); unsubscribe() })
 	g.server, err = zinxkit.Listen(zinxkit.Config{
 		Name:     g.cfg.ID,
 		Addr:     g.cfg.ClientListen,
@@ -322,6 +288,7 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 		if err := g.node.Deregister(ctx); err != nil {
 			g.log.Warn("deregister failed; the lease will expire", "cause", err)
 		}
+		g.node.AnnounceLeaving(ctx)
 		if g.server != nil {
 			notice := kickPayload("gate shutting down")
 			var all []*client
@@ -623,7 +590,7 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		}
 		return
 	}
-	node, ok := g.pick(route.Group, c.sid)
+	node, ok := g.node.Pick(route.Group, c.sid)
 	if !ok {
 		g.sendError(c, msgID, fmt.Sprintf("no live node for group %q", route.Group))
 		return
@@ -640,7 +607,7 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
 		g.markSuspect(node.ID)
-		next, ok := g.node.Topology.PickExcept(route.Group, c.sid, g.isSuspect)
+		next, ok := g.node.PickOther(route.Group, c.sid)
 		if attempt > 0 || !ok {
 			g.sendError(c, msgID, fmt.Sprintf("node %s unreachable: %v", node.ID, err))
 			return

@@ -22,8 +22,9 @@ const (
 	KindCall      Kind = 6 // backend -> backend: request, Seq is the call id
 	KindCallReply Kind = 7 // answer to call Seq; FlagError: Payload is the error text
 	KindDone      Kind = 8 // backend -> gate: forward Seq finished; with FlagError Payload is an error text for the client
+	KindLeaving   Kind = 9 // any -> any: the sender is shutting down; send it nothing new
 
-	kindMax = KindDone
+	kindMax = KindLeaving
 )
 
 // Envelope flags.
@@ -53,6 +54,8 @@ func (k Kind) String() string {
 		return "call-reply"
 	case KindDone:
 		return "done"
+	case KindLeaving:
+		return "leaving"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -536,6 +536,11 @@ func (r *Relay) Close() {
 		for _, l := range links {
 			l.fail(ErrClosed)
 		}
+		// A write in flight ends with the connection: wait for the
+		// writers' goroutines too.
+		for _, l := range links {
+			_ = l.w.Flush(closeFlush)
+		}
 		if srv != nil {
 			srv.Stop()
 		}

@@ -59,10 +59,15 @@ type Node struct {
 	reg   *registry.Registration
 
 	unsubscribe func()
-	dropMu      sync.Mutex
-	drops       map[string]*time.Timer // peers that left etcd, dropped after dropGrace
-	stopInval   context.CancelFunc
-	invalDone   chan struct{}
+	// avoid holds nodes not to pick (nodeID -> time.Time until which; the
+	// zero time: until the node registers again): peers that announced they
+	// are leaving, and peers whose link just failed.
+	avoid     sync.Map
+	isAvoided func(nodeID string) bool
+	dropMu    sync.Mutex
+	drops     map[string]*time.Timer // peers that left etcd, dropped after dropGrace
+	stopInval context.CancelFunc
+	invalDone chan struct{}
 }
 
 // Start watches the topology, opens the session store and starts the relay.
@@ -79,6 +84,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger}
+	n.isAvoided = n.Avoiding
+	handler := cfg.Handler
+	cfg.Handler = func(env *relay.Envelope) {
+		if env.Kind == relay.KindLeaving {
+			n.Avoid(string(env.Source), 0)
+			return
+		}
+		handler(env)
+	}
 	var err error
 	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: "", TTL: cfg.SessionTTL, Logger: cfg.Logger})
 	if err != nil {
@@ -130,11 +144,68 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// restarted, lease lost) keeps it.
 	n.drops = make(map[string]*time.Timer)
 	n.unsubscribe = n.Topology.Subscribe(func(ev registry.Event) {
-		if ev.Node.ID != cfg.ID {
-			n.scheduleDrop(ev.Node.ID, ev.Type == registry.NodeRemoved)
+		if ev.Node.ID == cfg.ID {
+			return
 		}
+		if ev.Type != registry.NodeRemoved {
+			n.avoid.Delete(ev.Node.ID) // (re)registered: pick it again
+		}
+		n.scheduleDrop(ev.Node.ID, ev.Type == registry.NodeRemoved)
 	})
 	return n, nil
+}
+
+// Avoid keeps nodeID from being picked for d, or, for d <= 0, until it
+// registers again.
+func (n *Node) Avoid(nodeID string, d time.Duration) {
+	var until time.Time
+	if d > 0 {
+		until = time.Now().Add(d)
+	}
+	n.avoid.Store(nodeID, until)
+}
+
+// Avoiding reports whether nodeID is not to be picked now.
+func (n *Node) Avoiding(nodeID string) bool {
+	v, ok := n.avoid.Load(nodeID)
+	if !ok {
+		return false
+	}
+	until := v.(time.Time)
+	if until.IsZero() || time.Now().Before(until) {
+		return true
+	}
+	n.avoid.Delete(nodeID)
+	return false
+}
+
+// Pick chooses the node of group for key by rendezvous hashing, passing
+// over avoided nodes while another node of the group is available.
+func (n *Node) Pick(group, key string) (registry.Node, bool) {
+	if nd, ok := n.Topology.PickExcept(group, key, n.isAvoided); ok {
+		return nd, true
+	}
+	return n.Topology.Pick(group, key)
+}
+
+// PickOther is Pick among the nodes not avoided; ok is false when none is
+// left.
+func (n *Node) PickOther(group, key string) (registry.Node, bool) {
+	return n.Topology.PickExcept(group, key, n.isAvoided)
+}
+
+// AnnounceLeaving tells every other node that this one is shutting down, so
+// they stop sending it anything new at once, without waiting for etcd's
+// watch to deliver its deregistration.
+func (n *Node) AnnounceLeaving(ctx context.Context) {
+	for _, nd := range n.Topology.All() {
+		if nd.ID == n.cfg.ID {
+			continue
+		}
+		if err := n.Relay.Send(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil {
+			n.log.Debug("leaving notice not sent", "to", nd.ID, "cause", err)
+		}
+	}
 }
 
 // dropGrace is how long a link to a peer that left etcd is kept.

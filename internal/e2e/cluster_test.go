@@ -349,7 +349,7 @@ func (c *cluster) nodeArgs(kind, id string, extra ...string) []string {
 	args := []string{kind, "--id", id,
 		"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--redis", c.redisAddr,
 		"--secret", string(c.secret), "--ttl", testTTL.String(), "--session-ttl", testSessionTTL.String(),
-		"--log-level", "warn"}
+		"--log-level", e2eLogLevel().String()}
 	return append(args, extra...)
 }
 
