@@ -300,8 +300,12 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 			for _, c := range all {
 				_ = c.conn.Send(MsgKick, notice)
 			}
+			// Give the notices a moment to be written (1s for them all).
+			deadline := time.Now().Add(time.Second)
 			for _, c := range all {
-				_ = c.conn.Flush(200 * time.Millisecond)
+				if d := time.Until(deadline); d > 0 {
+					_ = c.conn.Flush(d)
+				}
 			}
 			g.server.Stop()
 			// Wait for OnClose of every connection (it starts the unbinds).
@@ -566,6 +570,22 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 	if !ok || c.closing.Load() {
 		return
 	}
+	user, userB := c.identity()
+	// The gate's own handlers need no lookup: registration refuses any
+	// other group claiming their msgIDs, and they work before the gate's
+	// watch has seen its own registration.
+	if lh, ok := g.handlers[msgID]; ok {
+		g.cfg.Observer.MessageIn(msgID, registry.GateGroup)
+		if !lh.route.Anonymous && user == "" {
+			g.sendError(c, msgID, "not logged in")
+			return
+		}
+		ctx := &Context{g: g, c: c, msgID: msgID, payload: payload}
+		if err := safeCall(lh.fn, ctx); err != nil {
+			g.sendError(c, msgID, err.Error())
+		}
+		return
+	}
 	route, ok := g.node.Topology.Route(msgID)
 	if !ok {
 		g.cfg.Observer.MessageIn(msgID, "")
@@ -573,21 +593,13 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		return
 	}
 	g.cfg.Observer.MessageIn(msgID, route.Group)
-	user, userB := c.identity()
 	if !route.Anonymous && user == "" {
 		g.sendError(c, msgID, "not logged in")
 		return
 	}
 	if route.Group == registry.GateGroup {
-		lh, ok := g.handlers[msgID]
-		if !ok {
-			g.sendError(c, msgID, fmt.Sprintf("msgID %d is a gate route this gate does not serve", msgID))
-			return
-		}
-		ctx := &Context{g: g, c: c, msgID: msgID, payload: payload}
-		if err := safeCall(lh.fn, ctx); err != nil {
-			g.sendError(c, msgID, err.Error())
-		}
+		// Another gate serves it (a newer version of the app): not here.
+		g.sendError(c, msgID, fmt.Sprintf("msgID %d is a gate route this gate does not serve", msgID))
 		return
 	}
 	node, ok := g.node.Pick(route.Group, c.sid)

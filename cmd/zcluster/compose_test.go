@@ -342,7 +342,7 @@ func TestComposeEnvironment(t *testing.T) {
 		testkit.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
 			select {
 			case <-n.exited:
-				t.Fatalf("%s exited: %v\n%s", n.name, n.exitErr, n.stderr.String())
+				t.Fatalf("%s exited: %v\nstderr:\n%s\nstdout:\n%s", n.name, n.exitErr, n.stderr.String(), n.stdout.String())
 			default:
 			}
 			out, err := exec.Command(bin, n.health...).CombinedOutput()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/zcluster/zcluster/registry"
 	"strings"
 	"time"
 
@@ -51,7 +52,8 @@ func openStoresWith(etcdList, redisList string, m *metrics.Metrics) (*stores, er
 		Endpoints:   urls,
 		DialTimeout: storeTimeout,
 		// The node logs through slog; etcd's own zap logging is noise here.
-		Logger: zap.NewNop(),
+		Logger:      zap.NewNop(),
+		DialOptions: registry.DialOptions(),
 	}
 	if m != nil {
 		ecfg.DialOptions = append(ecfg.DialOptions, m.EtcdDialOptions()...)

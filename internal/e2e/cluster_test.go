@@ -26,6 +26,7 @@ import (
 	"github.com/zcluster/zcluster/internal/redisrun"
 	"github.com/zcluster/zcluster/internal/testkit"
 	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/registry"
 )
 
 const (
@@ -86,7 +87,7 @@ func newClusterOn(t *testing.T, redisAddr string) *cluster {
 
 func (c *cluster) clients() (*clientv3.Client, redis.UniversalClient) {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: nopZap()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: nopZap(), DialOptions: registry.DialOptions()})
 	if err != nil {
 		c.t.Fatalf("etcd client: %v", err)
 	}

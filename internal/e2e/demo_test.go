@@ -182,6 +182,23 @@ func (z *zinxClient) send(t *testing.T, msgID uint32, data []byte) {
 	}
 }
 
+// within reports whether a frame with msgID whose payload contains substr
+// arrives within d.
+func (z *zinxClient) within(msgID uint32, substr string, d time.Duration) bool {
+	deadline := time.After(d)
+	for {
+		select {
+		case f := <-z.frames:
+			id := uint32(f[0][0])<<24 | uint32(f[0][1])<<16 | uint32(f[0][2])<<8 | uint32(f[0][3])
+			if id == msgID && bytes.Contains(f[1], []byte(substr)) {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
 // want waits for a frame with msgID whose payload contains substr. The
 // stock client handles each message on its own goroutine, so frames of
 // other msgIDs may arrive in any order and are skipped.
