@@ -108,13 +108,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Listen:   cfg.RelayListen,
 		Secret:   cfg.Secret,
 		Insecure: cfg.Insecure,
-		Resolve: func(id string) (string, bool) {
-			nd, ok := n.Topology.Node(id)
-			if !ok {
-				return "", false
-			}
-			return nd.RelayAddr, true
-		},
+		Resolve: n.resolve,
 		Logger: cfg.Logger,
 		TLS:    cfg.RelayTLS,
 	}, cfg.Handler)
@@ -205,6 +199,27 @@ func (n *Node) AnnounceLeaving(ctx context.Context) {
 		if err := n.Relay.Send(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil {
 			n.log.Debug("leaving notice not sent", "to", nd.ID, "cause", err)
 		}
+	}
+}
+
+// resolveWait bounds how long a send to a node missing from the topology
+// waits for it to appear: a peer that just registered can send here (a
+// request, a call) before this node's watch has seen it, and the answer
+// must still reach it.
+const resolveWait = time.Second
+
+// resolve returns the relay address of a node, waiting up to resolveWait
+// for one this node's topology does not know yet.
+func (n *Node) resolve(id string) (string, bool) {
+	deadline := time.Now().Add(resolveWait)
+	for {
+		if nd, ok := n.Topology.Node(id); ok {
+			return nd.RelayAddr, true
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
