@@ -108,9 +108,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Listen:   cfg.RelayListen,
 		Secret:   cfg.Secret,
 		Insecure: cfg.Insecure,
-		Resolve: n.resolve,
-		Logger: cfg.Logger,
-		TLS:    cfg.RelayTLS,
+		Resolve:  n.resolve,
+		Logger:   cfg.Logger,
+		TLS:      cfg.RelayTLS,
 	}, cfg.Handler)
 	if err != nil {
 		n.Topology.Close()
