@@ -201,47 +201,6 @@ func dial(t *testing.T, g *gate.Gate) *zclient.Conn {
 	return conn
 }
 
-func expect(t *testing.T, conn *zclient.Conn, msgID uint32) zclient.Frame {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	f, skipped, err := conn.Expect(ctx, msgID)
-	if err != nil {
-		t.Fatalf("%v (skipped %s)", err, describe(skipped))
-	}
-	return f
-}
-
-func describe(fs []zclient.Frame) string {
-	var parts []string
-	for _, f := range fs {
-		parts = append(parts, fmt.Sprintf("%d:%q", f.MsgID, f.Payload))
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
-
-func login(t *testing.T, conn *zclient.Conn, user string) chat.LoginReply {
-	t.Helper()
-	if err := conn.Send(chat.MsgLogin, []byte(user)); err != nil {
-		t.Fatal(err)
-	}
-	var r chat.LoginReply
-	f := expect(t, conn, chat.MsgLogin)
-	if err := json.Unmarshal(f.Payload, &r); err != nil || !r.OK {
-		t.Fatalf("login %s: %s (%v)", user, f.Payload, err)
-	}
-	return r
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 type errorFrame struct {
 	MsgID uint32 `json:"msg_id"`
 	Error string `json:"error"`

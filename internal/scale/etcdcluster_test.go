@@ -42,7 +42,7 @@ func TestEtcdClusterLeaderLoss(t *testing.T) {
 		{"carol", dial(t, g1)}, {"dave", dial(t, g2)},
 	}
 	for _, u := range users {
-		login(t, u.conn, u.name)
+		testkit.Login(t, u.conn, u.name)
 	}
 	chatRound(t, users, "before")
 

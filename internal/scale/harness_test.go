@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,42 +251,12 @@ func expect(t *testing.T, conn *zclient.Conn, msgID uint32) zclient.Frame {
 	defer cancel()
 	f, skipped, err := conn.Expect(ctx, msgID)
 	if err != nil {
-		t.Fatalf("%v (skipped %s)", err, describe(skipped))
+		t.Fatalf("%v (skipped %s)", err, testkit.Describe(skipped))
 	}
 	if len(skipped) > 0 {
-		t.Fatalf("waiting for msgID %d, got first %s", msgID, describe(skipped))
+		t.Fatalf("waiting for msgID %d, got first %s", msgID, testkit.Describe(skipped))
 	}
 	return f
-}
-
-func describe(fs []zclient.Frame) string {
-	var parts []string
-	for _, f := range fs {
-		parts = append(parts, fmt.Sprintf("%d:%q", f.MsgID, f.Payload))
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
-
-func login(t *testing.T, conn *zclient.Conn, user string) chat.LoginReply {
-	t.Helper()
-	if err := conn.Send(chat.MsgLogin, []byte(user)); err != nil {
-		t.Fatal(err)
-	}
-	var r chat.LoginReply
-	f := expect(t, conn, chat.MsgLogin)
-	if err := json.Unmarshal(f.Payload, &r); err != nil || !r.OK {
-		t.Fatalf("login %s: %s (%v)", user, f.Payload, err)
-	}
-	return r
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // chatUser is one logged-in demo client.
@@ -305,7 +274,7 @@ func chatRound(t *testing.T, users []chatUser, tag string) {
 	for i, u := range users {
 		to := users[(i+1)%len(users)]
 		text := fmt.Sprintf("%s: %s to %s", tag, u.name, to.name)
-		if err := u.conn.Send(chat.MsgSend, mustJSON(t, chat.SendRequest{To: to.name, Text: text})); err != nil {
+		if err := u.conn.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: to.name, Text: text})); err != nil {
 			t.Fatal(err)
 		}
 		var r chat.SendReply

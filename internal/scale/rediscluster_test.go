@@ -408,7 +408,7 @@ func TestRedisClusterChat(t *testing.T) {
 			conn = dialAddr(t, listen)
 		}
 		u := chatUser{fmt.Sprintf("user%02d", i), conn}
-		if r := login(t, u.conn, u.name); r.Gate != fmt.Sprintf("gate-%d", i%3+1) {
+		if r := testkit.Login(t, u.conn, u.name); r.Gate != fmt.Sprintf("gate-%d", i%3+1) {
 			t.Fatalf("%s logged in on %s", u.name, r.Gate)
 		}
 		users = append(users, u)
@@ -418,7 +418,7 @@ func TestRedisClusterChat(t *testing.T) {
 	// user00 logs in again on the binary gate: the older login on gate-1 is
 	// kicked and messages reach the new one.
 	again := dialAddr(t, listen)
-	login(t, again, "user00")
+	testkit.Login(t, again, "user00")
 	expect(t, users[0].conn, chat.MsgKick)
 	select {
 	case <-users[0].conn.Done():
