@@ -3,7 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"strings"
 	"testing"
 	"time"
@@ -30,45 +30,45 @@ func TestDemoTable(t *testing.T) {
 
 	alice := dial(t, g1)
 	bob := dial(t, g2)
-	la := testkit.Login(t, alice, "alice")
-	lb := testkit.Login(t, bob, "bob")
+	la := chatkit.Login(t, alice, "alice")
+	lb := chatkit.Login(t, bob, "bob")
 	if la.Gate != "gate-1" || lb.Gate != "gate-2" || la.Session == "" || la.Session == lb.Session {
 		t.Fatalf("login replies: %+v %+v", la, lb)
 	}
 
 	t.Run("echo", func(t *testing.T) {
 		_ = alice.Send(chat.MsgEcho, []byte("ping"))
-		if f := testkit.Expect(t, alice, chat.MsgEcho); string(f.Payload) != "ping" {
+		if f := chatkit.Expect(t, alice, chat.MsgEcho); string(f.Payload) != "ping" {
 			t.Fatalf("echo = %q", f.Payload)
 		}
 	})
 	t.Run("cross-gate send", func(t *testing.T) {
-		_ = alice.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "hi bob"}))
+		_ = alice.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "hi bob"}))
 		var m chat.Message
-		if err := json.Unmarshal(testkit.Expect(t, bob, chat.MsgDelivered).Payload, &m); err != nil || m.From != "alice" || m.Text != "hi bob" {
+		if err := json.Unmarshal(chatkit.Expect(t, bob, chat.MsgDelivered).Payload, &m); err != nil || m.From != "alice" || m.Text != "hi bob" {
 			t.Fatalf("bob got %+v (%v)", m, err)
 		}
 		var r chat.SendReply
-		if err := json.Unmarshal(testkit.Expect(t, alice, chat.MsgSend).Payload, &r); err != nil || !r.OK {
+		if err := json.Unmarshal(chatkit.Expect(t, alice, chat.MsgSend).Payload, &r); err != nil || !r.OK {
 			t.Fatalf("send reply %+v (%v)", r, err)
 		}
 		// And back, gate-2 to gate-1.
-		_ = bob.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "alice", Text: "hi alice"}))
-		if err := json.Unmarshal(testkit.Expect(t, alice, chat.MsgDelivered).Payload, &m); err != nil || m.From != "bob" {
+		_ = bob.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "alice", Text: "hi alice"}))
+		if err := json.Unmarshal(chatkit.Expect(t, alice, chat.MsgDelivered).Payload, &m); err != nil || m.From != "bob" {
 			t.Fatalf("alice got %+v (%v)", m, err)
 		}
-		testkit.Expect(t, bob, chat.MsgSend)
+		chatkit.Expect(t, bob, chat.MsgSend)
 	})
 	t.Run("offline", func(t *testing.T) {
-		_ = alice.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "carol", Text: "?"}))
+		_ = alice.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "carol", Text: "?"}))
 		var r chat.SendReply
-		if err := json.Unmarshal(testkit.Expect(t, alice, chat.MsgSend).Payload, &r); err != nil || r.OK || r.Error != "carol is offline" {
+		if err := json.Unmarshal(chatkit.Expect(t, alice, chat.MsgSend).Payload, &r); err != nil || r.OK || r.Error != "carol is offline" {
 			t.Fatalf("send to offline: %+v (%v)", r, err)
 		}
 	})
 	t.Run("chain-echo", func(t *testing.T) {
 		_ = bob.Send(chat.MsgChainEcho, []byte("chain"))
-		if f := testkit.Expect(t, bob, chat.MsgChainEcho); string(f.Payload) != "chain" {
+		if f := chatkit.Expect(t, bob, chat.MsgChainEcho); string(f.Payload) != "chain" {
 			t.Fatalf("chain-echo = %q", f.Payload)
 		}
 	})
@@ -76,35 +76,35 @@ func TestDemoTable(t *testing.T) {
 		_ = alice.Send(chat.MsgBroadcast, []byte("hello all"))
 		for name, conn := range map[string]*zclient.Conn{"alice": alice, "bob": bob} {
 			var m chat.Message
-			if err := json.Unmarshal(testkit.Expect(t, conn, chat.MsgBroadcasted).Payload, &m); err != nil || m.From != "alice" || m.Text != "hello all" {
+			if err := json.Unmarshal(chatkit.Expect(t, conn, chat.MsgBroadcasted).Payload, &m); err != nil || m.From != "alice" || m.Text != "hello all" {
 				t.Fatalf("%s got broadcast %+v (%v)", name, m, err)
 			}
 		}
 	})
 	t.Run("errors keep the connection open", func(t *testing.T) {
 		anon := dial(t, g1)
-		_ = anon.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "x"}))
-		if e := decodeError(t, testkit.Expect(t, anon, gate.MsgError)); e.MsgID != chat.MsgSend || e.Error != "not logged in" {
+		_ = anon.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "x"}))
+		if e := decodeError(t, chatkit.Expect(t, anon, gate.MsgError)); e.MsgID != chat.MsgSend || e.Error != "not logged in" {
 			t.Fatalf("not logged in: %+v", e)
 		}
 		_ = anon.Send(777, []byte("x"))
-		if e := decodeError(t, testkit.Expect(t, anon, gate.MsgError)); e.MsgID != 777 || !strings.Contains(e.Error, "777") {
+		if e := decodeError(t, chatkit.Expect(t, anon, gate.MsgError)); e.MsgID != 777 || !strings.Contains(e.Error, "777") {
 			t.Fatalf("unknown msgID: %+v", e)
 		}
 		_ = anon.Send(chat.MsgEcho, []byte("still here"))
-		if f := testkit.Expect(t, anon, chat.MsgEcho); string(f.Payload) != "still here" {
+		if f := chatkit.Expect(t, anon, chat.MsgEcho); string(f.Payload) != "still here" {
 			t.Fatalf("echo after errors = %q", f.Payload)
 		}
 	})
 	t.Run("older login kicked", func(t *testing.T) {
 		alice2 := dial(t, g2)
-		if r := testkit.Login(t, alice2, "alice"); r.Gate != "gate-2" {
+		if r := chatkit.Login(t, alice2, "alice"); r.Gate != "gate-2" {
 			t.Fatalf("second login %+v", r)
 		}
 		var k struct {
 			Reason string `json:"reason"`
 		}
-		if err := json.Unmarshal(testkit.Expect(t, alice, chat.MsgKick).Payload, &k); err != nil || k.Reason == "" {
+		if err := json.Unmarshal(chatkit.Expect(t, alice, chat.MsgKick).Payload, &k); err != nil || k.Reason == "" {
 			t.Fatalf("kick notice %+v (%v)", k, err)
 		}
 		select {
@@ -113,9 +113,9 @@ func TestDemoTable(t *testing.T) {
 			t.Fatal("kicked connection not closed")
 		}
 		// Messages now reach the new session.
-		_ = bob.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "alice", Text: "new you"}))
+		_ = bob.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "alice", Text: "new you"}))
 		var m chat.Message
-		if err := json.Unmarshal(testkit.Expect(t, alice2, chat.MsgDelivered).Payload, &m); err != nil || m.Text != "new you" {
+		if err := json.Unmarshal(chatkit.Expect(t, alice2, chat.MsgDelivered).Payload, &m); err != nil || m.Text != "new you" {
 			t.Fatalf("alice2 got %+v (%v)", m, err)
 		}
 	})
@@ -136,7 +136,7 @@ func TestStockZinxClient(t *testing.T) {
 	zed.want(t, chat.MsgLogin, `"ok":true`)
 	amy.send(t, chat.MsgLogin, []byte("amy"))
 	amy.want(t, chat.MsgLogin, `"ok":true`)
-	zed.send(t, chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "amy", Text: "from a stock zinx client"}))
+	zed.send(t, chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "amy", Text: "from a stock zinx client"}))
 	amy.want(t, chat.MsgDelivered, "from a stock zinx client")
 	zed.want(t, chat.MsgSend, `"ok":true`)
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func TestReadmeDeployment(t *testing.T) {
 	zed.want(t, chat.MsgLogin, `"gate":"gate-1"`)
 	amy.send(t, chat.MsgLogin, []byte("amy"))
 	amy.want(t, chat.MsgLogin, `"gate":"gate-2"`)
-	zed.send(t, chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "amy", Text: "through two gates"}))
+	zed.send(t, chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "amy", Text: "through two gates"}))
 	amy.want(t, chat.MsgDelivered, "through two gates")
 	zed.want(t, chat.MsgSend, `"ok":true`)
 	// im-1 and echo-1 started together: im-1's view of echo may lag a

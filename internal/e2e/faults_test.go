@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,9 +35,9 @@ func skipShort(t *testing.T) {
 
 func sendChat(t *testing.T, from *zclient.Conn, to, text string) chat.SendReply {
 	t.Helper()
-	_ = from.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: to, Text: text}))
+	_ = from.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: to, Text: text}))
 	var r chat.SendReply
-	if err := json.Unmarshal(testkit.Expect(t, from, chat.MsgSend).Payload, &r); err != nil {
+	if err := json.Unmarshal(chatkit.Expect(t, from, chat.MsgSend).Payload, &r); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -54,8 +55,8 @@ func TestFaultEtcdOutage(t *testing.T) {
 	c.startBackend("im-2", chat.GroupIM, chatAndTag)
 	c.waitGroupSize(chat.GroupIM, 2, 5*time.Second)
 	alice, bob := dial(t, g1), dial(t, g2)
-	testkit.Login(t, alice, "alice")
-	testkit.Login(t, bob, "bob")
+	chatkit.Login(t, alice, "alice")
+	chatkit.Login(t, bob, "bob")
 
 	tr := startTraffic(t, dialMany(t, g1, 20))
 	defer tr.stop()
@@ -73,7 +74,7 @@ func TestFaultEtcdOutage(t *testing.T) {
 	if r := sendChat(t, alice, "bob", "during outage"); !r.OK {
 		t.Fatalf("send during outage: %+v", r)
 	}
-	testkit.Expect(t, bob, chat.MsgDelivered)
+	chatkit.Expect(t, bob, chat.MsgDelivered)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -103,7 +104,7 @@ func TestFaultEtcdOutage(t *testing.T) {
 	if r := sendChat(t, bob, "alice", "after outage"); !r.OK {
 		t.Fatalf("send after outage: %+v", r)
 	}
-	testkit.Expect(t, alice, chat.MsgDelivered)
+	chatkit.Expect(t, alice, chat.MsgDelivered)
 	tr.stop()
 	answered, errs, unanswered, _ := tr.snapshot()
 	t.Logf("etcd down %v; served %d requests during the outage; all nodes registered %v after restart, topology converged after %v; answered %d, error frames %d, unanswered %d",
@@ -191,7 +192,7 @@ func TestFaultRollingRestart(t *testing.T) {
 	echoConns := dialMany(t, g, 50)
 	chainConns := dialMany(t, g, 10)
 	for i, conn := range chainConns {
-		testkit.Login(t, conn, fmt.Sprintf("roller-%d", i))
+		chatkit.Login(t, conn, fmt.Sprintf("roller-%d", i))
 	}
 	tr := startTraffic(t, echoConns)
 	defer tr.stop()
@@ -246,7 +247,7 @@ func TestFaultGateKilled(t *testing.T) {
 	})
 
 	alice := dial(t, g1)
-	testkit.Login(t, alice, "alice")
+	chatkit.Login(t, alice, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	bob, err := zclient.Dial(ctx, clientAddr)
@@ -254,7 +255,7 @@ func TestFaultGateKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bob.Close()
-	lb := testkit.Login(t, bob, "bob")
+	lb := chatkit.Login(t, bob, "bob")
 	if r := sendChat(t, alice, "bob", "hello"); !r.OK {
 		t.Fatalf("send before the kill: %+v", r)
 	}
@@ -307,7 +308,7 @@ func TestFaultGateTerminated(t *testing.T) {
 		}
 		defer conn.Close()
 		user := fmt.Sprintf("u%d", i)
-		keys = append(keys, "zc:s:"+testkit.Login(t, conn, user).Session, "zc:u:"+user)
+		keys = append(keys, "zc:s:"+chatkit.Login(t, conn, user).Session, "zc:u:"+user)
 		conns = append(conns, conn)
 	}
 	if n, _ := rdb.Exists(context.Background(), keys...).Result(); n != int64(len(keys)) {
@@ -320,7 +321,7 @@ func TestFaultGateTerminated(t *testing.T) {
 		var k struct {
 			Reason string `json:"reason"`
 		}
-		if err := json.Unmarshal(testkit.Expect(t, conn, gate.MsgKick).Payload, &k); err != nil || k.Reason == "" {
+		if err := json.Unmarshal(chatkit.Expect(t, conn, gate.MsgKick).Payload, &k); err != nil || k.Reason == "" {
 			t.Fatalf("client %d: no reason before close (%v)", i, err)
 		}
 		select {
@@ -364,7 +365,7 @@ func TestFaultRedisFlushAndRestart(t *testing.T) {
 	c.startBackend("im-1", chat.GroupIM)
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	alice, bob := dial(t, g1), dial(t, g2)
-	keys := []string{"zc:s:" + testkit.Login(t, alice, "alice").Session, "zc:u:alice", "zc:s:" + testkit.Login(t, bob, "bob").Session, "zc:u:bob"}
+	keys := []string{"zc:s:" + chatkit.Login(t, alice, "alice").Session, "zc:u:alice", "zc:s:" + chatkit.Login(t, bob, "bob").Session, "zc:u:bob"}
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 	allBack := func() error {
@@ -394,7 +395,7 @@ func TestFaultRedisFlushAndRestart(t *testing.T) {
 	if r := sendChat(t, alice, "bob", "still here"); !r.OK {
 		t.Fatalf("send after the restart: %+v", r)
 	}
-	testkit.Expect(t, bob, chat.MsgDelivered)
+	chatkit.Expect(t, bob, chat.MsgDelivered)
 	t.Logf("records rewritten %v after FLUSHALL and %v after a Redis restart (refresh period %v)",
 		afterFlush.Round(time.Millisecond), afterRestart.Round(time.Millisecond), period)
 }
@@ -411,8 +412,8 @@ func TestFaultRedisDown(t *testing.T) {
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	c.waitGroupSize(chat.GroupEcho, 1, 5*time.Second)
 	alice, carol := dial(t, g1), dial(t, g1)
-	testkit.Login(t, alice, "alice")
-	lc := testkit.Login(t, carol, "carol")
+	chatkit.Login(t, alice, "alice")
+	lc := chatkit.Login(t, carol, "carol")
 	tr := startTraffic(t, dialMany(t, g1, 10))
 	defer tr.stop()
 
@@ -424,18 +425,18 @@ func TestFaultRedisDown(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	// Echo through the backend needs no Redis.
 	_ = alice.Send(chat.MsgChainEcho, []byte("no redis needed"))
-	if f := testkit.Expect(t, alice, chat.MsgChainEcho); string(f.Payload) != "no redis needed" {
+	if f := chatkit.Expect(t, alice, chat.MsgChainEcho); string(f.Payload) != "no redis needed" {
 		t.Fatalf("chain-echo = %q", f.Payload)
 	}
 	// A login needs Redis: an error frame, and the connection stays.
 	dave := dial(t, g1)
 	_ = dave.Send(chat.MsgLogin, []byte("dave"))
-	if e := decodeError(t, testkit.Expect(t, dave, gate.MsgError)); e.MsgID != chat.MsgLogin {
+	if e := decodeError(t, chatkit.Expect(t, dave, gate.MsgError)); e.MsgID != chat.MsgLogin {
 		t.Fatalf("login while Redis is down: %+v", e)
 	}
 	// Finding a user needs Redis: an error frame.
-	_ = alice.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "carol", Text: "x"}))
-	if e := decodeError(t, testkit.Expect(t, alice, gate.MsgError)); e.MsgID != chat.MsgSend {
+	_ = alice.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "carol", Text: "x"}))
+	if e := decodeError(t, chatkit.Expect(t, alice, gate.MsgError)); e.MsgID != chat.MsgSend {
 		t.Fatalf("send while Redis is down: %+v", e)
 	}
 	during, _, _, _ := tr.snapshot()
@@ -469,7 +470,7 @@ func TestFaultRedisDown(t *testing.T) {
 	if r := sendChat(t, alice, "carol", "back"); !r.OK {
 		t.Fatalf("send after recovery: %+v", r)
 	}
-	testkit.Expect(t, carol, chat.MsgDelivered)
+	chatkit.Expect(t, carol, chat.MsgDelivered)
 	tr.stop()
 	_, errs, unanswered, _ := tr.snapshot()
 	t.Logf("Redis down %v: %d echo requests served meanwhile, login and send answered error frames; records rewritten %v after Redis returned; echo errors %d, unanswered %d",

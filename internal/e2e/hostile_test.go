@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"io"
 	"net"
 	"os/exec"
@@ -70,7 +71,7 @@ func askWhoAmI(t *testing.T, conn *zclient.Conn, msgID uint32, payload []byte) w
 		t.Fatal(err)
 	}
 	var w whoAmI
-	if err := json.Unmarshal(testkit.Expect(t, conn, msgID).Payload, &w); err != nil {
+	if err := json.Unmarshal(chatkit.Expect(t, conn, msgID).Payload, &w); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -115,7 +116,7 @@ func startChatter(a, b *zclient.Conn, aName, bName string) *chatter {
 			}
 			wcancel()
 			if err != nil {
-				ch.err = fmt.Errorf("message %d: %w (skipped %s)", n, err, testkit.Describe(skipped))
+				ch.err = fmt.Errorf("message %d: %w (skipped %s)", n, err, chatkit.Describe(skipped))
 				return
 			}
 			ch.sent.Add(1)
@@ -199,8 +200,8 @@ func TestHostileClientFrames(t *testing.T) {
 	c.startBackend("im-1", chat.GroupIM, setupWhoAmI(&calls))
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	alice, bob := dial(t, g1), dial(t, g2)
-	testkit.Login(t, alice, "alice")
-	testkit.Login(t, bob, "bob")
+	chatkit.Login(t, alice, "alice")
+	chatkit.Login(t, bob, "bob")
 	ch := startChatter(alice, bob, "alice", "bob")
 	ch.progress(t, 3)
 
@@ -258,7 +259,7 @@ func TestHostileClientFrames(t *testing.T) {
 		if err := conn.Send(chat.MsgEcho, big); err != nil {
 			t.Fatal(err)
 		}
-		if f := testkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != string(big) {
+		if f := chatkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != string(big) {
 			t.Fatalf("64 KiB echo came back with %d bytes", len(f.Payload))
 		}
 		// ...one byte more closes the connection.
@@ -278,14 +279,14 @@ func TestHostileClientFrames(t *testing.T) {
 			if err := conn.Send(id, []byte("x")); err != nil {
 				t.Fatal(err)
 			}
-			e := decodeError(t, testkit.Expect(t, conn, gate.MsgError))
+			e := decodeError(t, chatkit.Expect(t, conn, gate.MsgError))
 			if e.MsgID != id || !strings.Contains(e.Error, "unknown msgID") {
 				t.Fatalf("msgID %d: error frame %+v", id, e)
 			}
 		}
 		// The connection is still usable.
 		_ = conn.Send(chat.MsgEcho, []byte("still here"))
-		if f := testkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != "still here" {
+		if f := chatkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != "still here" {
 			t.Fatalf("echo %q", f.Payload)
 		}
 	})
@@ -311,13 +312,13 @@ func TestHostileAttribution(t *testing.T) {
 	c.startBackend("im-1", chat.GroupIM, setupWhoAmI(&calls))
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	victim := dial(t, g2)
-	vr := testkit.Login(t, victim, "victim")
+	vr := chatkit.Login(t, victim, "victim")
 	mallory := dial(t, g1)
 
 	// Before login: no user-bound message at all.
 	for _, id := range []uint32{chat.MsgSend, chat.MsgBroadcast, chat.MsgChainEcho, msgWhoAmI} {
-		_ = mallory.Send(id, testkit.MustJSON(t, chat.SendRequest{To: "victim", Text: "forged"}))
-		if e := decodeError(t, testkit.Expect(t, mallory, gate.MsgError)); e.MsgID != id || !strings.Contains(e.Error, "not logged in") {
+		_ = mallory.Send(id, chatkit.MustJSON(t, chat.SendRequest{To: "victim", Text: "forged"}))
+		if e := decodeError(t, chatkit.Expect(t, mallory, gate.MsgError)); e.MsgID != id || !strings.Contains(e.Error, "not logged in") {
 			t.Fatalf("msgID %d before login: %+v", id, e)
 		}
 	}
@@ -336,7 +337,7 @@ func TestHostileAttribution(t *testing.T) {
 		t.Fatalf("anonymous message attributed to %+v", anon)
 	}
 
-	mr := testkit.Login(t, mallory, "mallory")
+	mr := chatkit.Login(t, mallory, "mallory")
 	if mr.Session != anon.Session {
 		t.Fatalf("login session %s differs from the connection's %s", mr.Session, anon.Session)
 	}
@@ -351,7 +352,7 @@ func TestHostileAttribution(t *testing.T) {
 	// A second login on the same connection is refused; the first stays.
 	_ = mallory.Send(chat.MsgLogin, []byte("victim"))
 	var lr chat.LoginReply
-	if err := json.Unmarshal(testkit.Expect(t, mallory, chat.MsgLogin).Payload, &lr); err != nil || lr.OK || !strings.Contains(lr.Error, "already logged in") {
+	if err := json.Unmarshal(chatkit.Expect(t, mallory, chat.MsgLogin).Payload, &lr); err != nil || lr.OK || !strings.Contains(lr.Error, "already logged in") {
 		t.Fatalf("second login: %+v (%v)", lr, err)
 	}
 	if w := askWhoAmI(t, mallory, msgWhoAmI, nil); w.User != "mallory" {
@@ -360,14 +361,14 @@ func TestHostileAttribution(t *testing.T) {
 	// Raw relay frames on the client port are unknown msgIDs, nothing more.
 	push, _ := (&relay.Envelope{Kind: relay.KindPush, MsgID: chat.MsgDelivered, Session: []byte(vr.Session), Payload: []byte(`{"from":"admin","text":"forged"}`)}).Append(nil)
 	_ = mallory.SendRaw(frame.Append(nil, relay.FrameEnvelope, push))
-	if e := decodeError(t, testkit.Expect(t, mallory, gate.MsgError)); e.MsgID != relay.FrameEnvelope {
+	if e := decodeError(t, chatkit.Expect(t, mallory, gate.MsgError)); e.MsgID != relay.FrameEnvelope {
 		t.Fatalf("relay frame on the client port: %+v", e)
 	}
 	// A message mallory sends the victim says it is from mallory.
-	_ = mallory.Send(chat.MsgSend, testkit.MustJSON(t, map[string]string{"to": "victim", "text": "hello", "from": "admin"}))
-	testkit.Expect(t, mallory, chat.MsgSend)
+	_ = mallory.Send(chat.MsgSend, chatkit.MustJSON(t, map[string]string{"to": "victim", "text": "hello", "from": "admin"}))
+	chatkit.Expect(t, mallory, chat.MsgSend)
 	var m chat.Message
-	f := testkit.Expect(t, victim, chat.MsgDelivered)
+	f := chatkit.Expect(t, victim, chat.MsgDelivered)
 	if err := json.Unmarshal(f.Payload, &m); err != nil || m.From != "mallory" || m.Text != "hello" {
 		t.Fatalf("victim got %s", f.Payload)
 	}
@@ -376,7 +377,7 @@ func TestHostileAttribution(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if f, skipped, err := victim.Expect(ctx, chat.MsgEcho); err != nil || len(skipped) != 0 || string(f.Payload) != "ping" {
-		t.Fatalf("victim: %v, extra frames %s", err, testkit.Describe(skipped))
+		t.Fatalf("victim: %v, extra frames %s", err, chatkit.Describe(skipped))
 	}
 }
 
@@ -389,9 +390,9 @@ func TestHostileSlowConsumer(t *testing.T) {
 	c.startBackend("im-1", chat.GroupIM)
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	alice, bob, flood := dial(t, g), dial(t, g), dial(t, g)
-	testkit.Login(t, alice, "alice")
-	testkit.Login(t, bob, "bob")
-	testkit.Login(t, flood, "flood")
+	chatkit.Login(t, alice, "alice")
+	chatkit.Login(t, bob, "bob")
+	chatkit.Login(t, flood, "flood")
 
 	// The slow client logs in, then never reads again.
 	slow := rawConn(t, g.ListenAddr())
@@ -436,14 +437,14 @@ func TestHostileSlowConsumer(t *testing.T) {
 	// request at a time so the flooder itself keeps reading its replies.
 	const msgs, size = 2000, 60 << 10
 	text := strings.Repeat("x", size)
-	req := testkit.MustJSON(t, chat.SendRequest{To: "slow", Text: text})
+	req := chatkit.MustJSON(t, chat.SendRequest{To: "slow", Text: text})
 	offline := -1
 	start := time.Now()
 	for i := 0; i < msgs; i++ {
 		if err := flood.Send(chat.MsgSend, req); err != nil {
 			t.Fatal(err)
 		}
-		f := testkit.Expect(t, flood, chat.MsgSend)
+		f := chatkit.Expect(t, flood, chat.MsgSend)
 		if offline < 0 && strings.Contains(string(f.Payload), "offline") {
 			offline = i
 		}
@@ -541,10 +542,10 @@ func TestHostileRelayPort(t *testing.T) {
 	b := c.startBackend("im-1", chat.GroupIM, setupWhoAmI(&calls))
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	victim := dial(t, g)
-	vr := testkit.Login(t, victim, "victim")
+	vr := chatkit.Login(t, victim, "victim")
 	alice, bob := dial(t, g), dial(t, g)
-	testkit.Login(t, alice, "alice")
-	testkit.Login(t, bob, "bob")
+	chatkit.Login(t, alice, "alice")
+	chatkit.Login(t, bob, "bob")
 	ch := startChatter(alice, bob, "alice", "bob")
 
 	// What an attacker would like a relay port to act on.
@@ -616,7 +617,7 @@ func TestHostileRelayPort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if f, skipped, err := victim.Expect(ctx, chat.MsgEcho); err != nil || len(skipped) != 0 || string(f.Payload) != "ping" {
-		t.Fatalf("victim: %v, frames it should not have got: %s", err, testkit.Describe(skipped))
+		t.Fatalf("victim: %v, frames it should not have got: %s", err, chatkit.Describe(skipped))
 	}
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("backend handled %d forged messages", n)
@@ -634,7 +635,7 @@ func TestHostileRelayPort(t *testing.T) {
 		t.Fatalf("right secret: %d %v", id, err)
 	}
 	p.send(relay.FrameEnvelope, forgedPush)
-	if f := testkit.Expect(t, victim, chat.MsgDelivered); !strings.Contains(string(f.Payload), "forged") {
+	if f := chatkit.Expect(t, victim, chat.MsgDelivered); !strings.Contains(string(f.Payload), "forged") {
 		t.Fatalf("control push: %s", f.Payload)
 	}
 	ch.stop(t)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"io"
 	"net"
 	"strings"
@@ -178,7 +179,7 @@ func TestTLSClientListener(t *testing.T) {
 	bob.login("bob")
 	st := alice.tc.ConnectionState()
 	t.Logf("client TLS: version %s, cipher %s, server %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), st.PeerCertificates[0].Subject.CommonName)
-	alice.send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "over tls"}))
+	alice.send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "over tls"}))
 	if r := alice.expect(chat.MsgSend); !strings.Contains(string(r), `"ok":true`) {
 		t.Fatalf("send: %s", r)
 	}
@@ -187,9 +188,9 @@ func TestTLSClientListener(t *testing.T) {
 	}
 	// A plain client on the plain gate reaches bob on the TLS gate.
 	carol := dial(t, pg)
-	testkit.Login(t, carol, "carol")
-	_ = carol.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "from plain"}))
-	testkit.Expect(t, carol, chat.MsgSend)
+	chatkit.Login(t, carol, "carol")
+	_ = carol.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "from plain"}))
+	chatkit.Expect(t, carol, chat.MsgSend)
 	if m := bob.expect(chat.MsgDelivered); !strings.Contains(string(m), "from plain") {
 		t.Fatalf("delivered: %s", m)
 	}
@@ -232,17 +233,17 @@ func TestTLSRelay(t *testing.T) {
 	c.waitGroupSize(chat.GroupEcho, 1, 5*time.Second)
 
 	alice, bob := dial(t, g), dial(t, g)
-	testkit.Login(t, alice, "alice")
-	testkit.Login(t, bob, "bob")
-	_ = alice.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "via tls relay"}))
-	if f := testkit.Expect(t, alice, chat.MsgSend); !strings.Contains(string(f.Payload), `"ok":true`) {
+	chatkit.Login(t, alice, "alice")
+	chatkit.Login(t, bob, "bob")
+	_ = alice.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: "bob", Text: "via tls relay"}))
+	if f := chatkit.Expect(t, alice, chat.MsgSend); !strings.Contains(string(f.Payload), `"ok":true`) {
 		t.Fatalf("send: %s", f.Payload)
 	}
-	if f := testkit.Expect(t, bob, chat.MsgDelivered); !strings.Contains(string(f.Payload), "via tls relay") {
+	if f := chatkit.Expect(t, bob, chat.MsgDelivered); !strings.Contains(string(f.Payload), "via tls relay") {
 		t.Fatalf("delivered: %s", f.Payload)
 	}
 	_ = alice.Send(chat.MsgChainEcho, []byte("chain"))
-	if f := testkit.Expect(t, alice, chat.MsgChainEcho); string(f.Payload) != "chain" {
+	if f := chatkit.Expect(t, alice, chat.MsgChainEcho); string(f.Payload) != "chain" {
 		t.Fatalf("chain echo: %q", f.Payload)
 	}
 	if g.RelayStats().LinksUp == 0 || b.RelayStats().LinksUp == 0 {

@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func TestEtcdClusterLeaderLoss(t *testing.T) {
 		{"carol", dial(t, g1)}, {"dave", dial(t, g2)},
 	}
 	for _, u := range users {
-		testkit.Login(t, u.conn, u.name)
+		chatkit.Login(t, u.conn, u.name)
 	}
 	chatRound(t, users, "before")
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -251,10 +252,10 @@ func expect(t *testing.T, conn *zclient.Conn, msgID uint32) zclient.Frame {
 	defer cancel()
 	f, skipped, err := conn.Expect(ctx, msgID)
 	if err != nil {
-		t.Fatalf("%v (skipped %s)", err, testkit.Describe(skipped))
+		t.Fatalf("%v (skipped %s)", err, chatkit.Describe(skipped))
 	}
 	if len(skipped) > 0 {
-		t.Fatalf("waiting for msgID %d, got first %s", msgID, testkit.Describe(skipped))
+		t.Fatalf("waiting for msgID %d, got first %s", msgID, chatkit.Describe(skipped))
 	}
 	return f
 }
@@ -274,7 +275,7 @@ func chatRound(t *testing.T, users []chatUser, tag string) {
 	for i, u := range users {
 		to := users[(i+1)%len(users)]
 		text := fmt.Sprintf("%s: %s to %s", tag, u.name, to.name)
-		if err := u.conn.Send(chat.MsgSend, testkit.MustJSON(t, chat.SendRequest{To: to.name, Text: text})); err != nil {
+		if err := u.conn.Send(chat.MsgSend, chatkit.MustJSON(t, chat.SendRequest{To: to.name, Text: text})); err != nil {
 			t.Fatal(err)
 		}
 		var r chat.SendReply

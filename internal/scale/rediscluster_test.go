@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -408,7 +409,7 @@ func TestRedisClusterChat(t *testing.T) {
 			conn = dialAddr(t, listen)
 		}
 		u := chatUser{fmt.Sprintf("user%02d", i), conn}
-		if r := testkit.Login(t, u.conn, u.name); r.Gate != fmt.Sprintf("gate-%d", i%3+1) {
+		if r := chatkit.Login(t, u.conn, u.name); r.Gate != fmt.Sprintf("gate-%d", i%3+1) {
 			t.Fatalf("%s logged in on %s", u.name, r.Gate)
 		}
 		users = append(users, u)
@@ -418,7 +419,7 @@ func TestRedisClusterChat(t *testing.T) {
 	// user00 logs in again on the binary gate: the older login on gate-1 is
 	// kicked and messages reach the new one.
 	again := dialAddr(t, listen)
-	testkit.Login(t, again, "user00")
+	chatkit.Login(t, again, "user00")
 	expect(t, users[0].conn, chat.MsgKick)
 	select {
 	case <-users[0].conn.Done():

@@ -1,4 +1,7 @@
-package testkit
+// Package chatkit holds the client helpers the end-to-end and scale suites
+// share for the demo chat app: dial a gate, wait for a frame, log in. It is
+// imported only from _test files.
+package chatkit
 
 import (
 	"context"
