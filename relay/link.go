@@ -163,7 +163,11 @@ func (l *link) watch() {
 	}
 	err := fmt.Errorf("%w: %s: %w", ErrLinkDown, l.id, cause)
 	r.stats.linksDown.Add(1)
-	r.log.Warn("link down", "peer", l.id, "addr", l.addr, "cause", cause)
+	if _, left := r.leaving.LoadAndDelete(l.id); left {
+		r.log.Info("link down: the peer left", "peer", l.id, "addr", l.addr)
+	} else {
+		r.log.Warn("link down", "peer", l.id, "addr", l.addr, "cause", cause)
+	}
 	for _, fn := range fns {
 		fn(l.id, err)
 	}

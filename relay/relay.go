@@ -172,6 +172,7 @@ type Relay struct {
 	inbound     map[*inbound]struct{}  // open accepted connections
 	inboundGone chan struct{}          // closed when inbound empties during Close
 	downFns     []func(string, error)  // OnLinkDown callbacks
+	leaving     sync.Map               // node id -> struct{}: peers that said they are shutting down
 	closeOnce   sync.Once
 }
 
@@ -492,6 +493,11 @@ func (r *Relay) Stats() Stats {
 		Refused:           s.refused.Load(),
 	}
 }
+
+// PeerLeaving records that nodeID announced it is shutting down, so the end
+// of the link to it is expected: it is logged at info, not as a failure.
+// OnLinkDown callbacks still run.
+func (r *Relay) PeerLeaving(nodeID string) { r.leaving.Store(nodeID, struct{}{}) }
 
 // closeFlush bounds how long Close waits for queued envelopes to be written.
 const closeFlush = time.Second

@@ -89,6 +89,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.Handler = func(env *relay.Envelope) {
 		if env.Kind == relay.KindLeaving {
 			n.Avoid(string(env.Source), 0)
+			n.Relay.PeerLeaving(string(env.Source))
 			return
 		}
 		handler(env)
