@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/zcluster/zcluster/internal/freeport"
 )
 
 // ErrNoLeader is returned (wrapped) by WaitLeader when no running member
@@ -305,23 +308,18 @@ func (m *member) stop() {
 	e.Close()
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago:
-// all are held open together while picking, so none repeats.
+// freePorts returns n distinct loopback ports that were free a moment ago,
+// outside the ephemeral range (internal/freeport).
 func freePorts(n int) ([]string, error) {
-	ports := make([]string, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("embedetcd: free port: %w", err)
-		}
-		defer ln.Close()
-		_, port, err := net.SplitHostPort(ln.Addr().String())
-		if err != nil {
-			return nil, fmt.Errorf("embedetcd: free port: %w", err)
-		}
-		ports = append(ports, port)
+	ports, err := freeport.PickN("127.0.0.1", n)
+	if err != nil {
+		return nil, fmt.Errorf("embedetcd: free ports: %w", err)
 	}
-	return ports, nil
+	out := make([]string, n)
+	for i, p := range ports {
+		out[i] = strconv.Itoa(p)
+	}
+	return out, nil
 }
 
 // benignErrors are error lines a healthy new cluster logs while it forms.

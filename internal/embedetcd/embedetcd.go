@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/zcluster/zcluster/internal/freeport"
 )
 
 // ErrClosed is returned by Restart after Close.
@@ -167,18 +170,14 @@ func (s *Server) startLocked(ctx context.Context) error {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a loopback port that was free a moment ago, outside the
+// ephemeral range (internal/freeport).
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Pick("127.0.0.1")
 	if err != nil {
 		return "", fmt.Errorf("embedetcd: free port: %w", err)
 	}
-	defer ln.Close()
-	_, port, err := net.SplitHostPort(ln.Addr().String())
-	if err != nil {
-		return "", fmt.Errorf("embedetcd: free port: %w", err)
-	}
-	return port, nil
+	return strconv.Itoa(p), nil
 }
 
 // quietCore logs errors only, and nothing while the server is being stopped.

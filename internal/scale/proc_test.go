@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zcluster/zcluster/internal/freeport"
 )
 
 // proc is a zcluster node running as a child process.
@@ -118,18 +120,13 @@ func startProcRetry(t *testing.T, name string, argsFor func() []string) *proc {
 // moment ago (all held open together while picking, so none repeats).
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	out := make([]string, n)
-	lns := make([]net.Listener, n)
-	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		lns[i] = ln
-		out[i] = ln.Addr().String()
+	ports, err := freeport.PickN("127.0.0.1", n)
+	if err != nil {
+		t.Fatalf("free ports: %v", err)
 	}
-	for _, ln := range lns {
-		_ = ln.Close()
+	out := make([]string, n)
+	for i, p := range ports {
+		out[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 	}
 	return out
 }

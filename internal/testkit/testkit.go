@@ -4,9 +4,10 @@
 package testkit
 
 import (
-	"net"
 	"testing"
 	"time"
+
+	"github.com/zcluster/zcluster/internal/freeport"
 )
 
 // CheckFor polls fn every poll until it returns nil or timeout passes, then
@@ -26,13 +27,14 @@ func CheckFor(t testing.TB, timeout, poll time.Duration, fn func() error) {
 	}
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago, outside the ephemeral range (see internal/freeport) so that no
+// outgoing connection takes it before the process under test binds it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr("127.0.0.1")
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }

@@ -47,6 +47,7 @@ import (
 	"github.com/aceld/zinx/znet"
 
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/freeport"
 )
 
 // ErrListen is returned when a server cannot bind its address.
@@ -231,6 +232,15 @@ func probe(addr string) (string, int, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", 0, fmt.Errorf("%w %q: %v", ErrListen, addr, err)
+	}
+	if _, p, _ := net.SplitHostPort(addr); p == "0" {
+		// "Any port": one outside the ephemeral range, so no outgoing
+		// connection can take it before zinx binds it.
+		port, err := freeport.Pick(host)
+		if err != nil {
+			return "", 0, fmt.Errorf("%w %q: %v", ErrListen, addr, err)
+		}
+		return host, port, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
