@@ -613,25 +613,24 @@ func TestConcurrentRegistrationsOfOneGroup(t *testing.T) {
 	cli := newClient(t, srv.Endpoints())
 	cfg := testConfig(t, cli, 3*time.Second)
 	const n = 8
-	errs := make(chan error, n)
-	regs := make(chan *Registration, n)
+	type result struct {
+		reg *Registration
+		err error
+	}
+	results := make(chan result, n)
 	for i := 0; i < n; i++ {
 		go func(i int) {
 			r, err := Register(ctxT(t), cfg, testNode(fmt.Sprintf("im-%d", i), "im",
 				Route{MsgID: 2, Name: "send"}, Route{MsgID: 3, Name: "chain"}, Route{MsgID: 4, Name: "echo"}))
-			errs <- err
-			if err == nil {
-				regs <- r
-			}
+			results <- result{r, err}
 		}(i)
 	}
 	for i := 0; i < n; i++ {
-		if err := <-errs; err != nil {
-			t.Errorf("register: %v", err)
+		res := <-results
+		if res.err != nil {
+			t.Errorf("register: %v", res.err)
+			continue
 		}
-	}
-	close(regs)
-	for r := range regs {
-		_ = r.Close(ctxT(t))
+		_ = res.reg.Close(ctxT(t))
 	}
 }
