@@ -300,8 +300,12 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 			for _, c := range all {
 				_ = c.conn.Send(MsgKick, notice)
 			}
-			// Give the notices a moment to be written (1s for them all).
-			deadline := time.Now().Add(time.Second)
+			// Let the notices be written: they normally are at once; the
+			// bound (5s for them all) covers a starved or loaded machine.
+			deadline := time.Now().Add(5 * time.Second)
+			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = d
+			}
 			for _, c := range all {
 				if d := time.Until(deadline); d > 0 {
 					_ = c.conn.Flush(d)

@@ -500,7 +500,7 @@ func (r *Relay) Stats() Stats {
 func (r *Relay) PeerLeaving(nodeID string) { r.leaving.Store(nodeID, struct{}{}) }
 
 // closeFlush bounds how long Close waits for queued envelopes to be written.
-const closeFlush = time.Second
+const closeFlush = 3 * time.Second
 
 // Close stops the server, writes what is queued on outbound links (for at
 // most closeFlush), closes every link and waits for the relay's goroutines;

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 // TestNoNotFoundLog: every msgID a client sends reaches the handler and
 // none reaches zinx's router, so zinx never logs "msgID = N is not FOUND!".
 func TestNoNotFoundLog(t *testing.T) {
+	notFound.Store(0)
 	var frames atomic.Int64
 	s, err := Listen(Config{Name: "notfound", Addr: "127.0.0.1:0", Logger: quiet()}, countFrames{&frames})
 	if err != nil {

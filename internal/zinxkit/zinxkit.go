@@ -325,7 +325,22 @@ func (s *Server) Stop() {
 			}
 		}()
 		s.zs.Stop()
+		s.waitClosed(time.Second)
 	})
+}
+
+// waitClosed waits until zinx has closed its listener (its accept
+// goroutine does so after Stop returns), so that a Stop is followed by
+// refused connections, not accepted-then-dropped ones: the port is free
+// again once it can be bound.
+func (s *Server) waitClosed(timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		ln, err := net.Listen("tcp", s.addr)
+		if err == nil {
+			_ = ln.Close()
+			return
+		}
+	}
 }
 
 // Range calls fn for every open connection until fn returns false.
