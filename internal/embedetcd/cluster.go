@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/zcluster/zcluster/internal/freeport"
@@ -244,22 +243,7 @@ func (c *Cluster) startMember(m *member) error {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
 	m.stopping.Store(false)
-	cfg.Logger = "zap"
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(&benignFilter{&quietCore{
-		Core:     zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(os.Stderr), zapcore.ErrorLevel),
-		stopping: &m.stopping,
-	}}))
-	cfg.AutoCompactionMode = embed.CompactorModePeriodic
-	cfg.AutoCompactionRetention = "0" // off
-	cfg.SnapshotCount = 1000
-	cfg.SnapshotCatchUpEntries = 1000
-	cfg.ExperimentalSnapshotCatchUpEntries = 1000
-	cfg.TickMs = 50
-	cfg.ElectionMs = 500
-	cfg.UnsafeNoFsync = true
-	cfg.EnableGRPCGateway = false
+	tune(cfg, &m.stopping)
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

@@ -133,22 +133,7 @@ func (s *Server) startLocked(ctx context.Context) error {
 	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	s.stopping.Store(false)
-	cfg.Logger = "zap"
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(&quietCore{
-		Core:     zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(os.Stderr), zapcore.ErrorLevel),
-		stopping: &s.stopping,
-	}))
-	cfg.AutoCompactionMode = embed.CompactorModePeriodic
-	cfg.AutoCompactionRetention = "0" // off
-	cfg.SnapshotCount = 1000
-	cfg.SnapshotCatchUpEntries = 1000
-	cfg.ExperimentalSnapshotCatchUpEntries = 1000
-	cfg.TickMs = 50
-	cfg.ElectionMs = 500
-	cfg.UnsafeNoFsync = true
-	cfg.EnableGRPCGateway = false
+	tune(cfg, &s.stopping)
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -168,6 +153,28 @@ func (s *Server) startLocked(ctx context.Context) error {
 		e.Close()
 		return errors.New("embedetcd: not ready after 1m")
 	}
+}
+
+// tune applies what every embedded member shares: quiet logging (errors
+// only, none while stopping on purpose, none of the benign ones), no
+// compaction, small snapshots, fast elections, no fsync.
+func tune(cfg *embed.Config, stopping *atomic.Bool) {
+	cfg.Logger = "zap"
+	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{"stderr"}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(&benignFilter{&quietCore{
+		Core:     zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(os.Stderr), zapcore.ErrorLevel),
+		stopping: stopping,
+	}}))
+	cfg.AutoCompactionMode = embed.CompactorModePeriodic
+	cfg.AutoCompactionRetention = "0" // off
+	cfg.SnapshotCount = 1000
+	cfg.SnapshotCatchUpEntries = 1000
+	cfg.ExperimentalSnapshotCatchUpEntries = 1000
+	cfg.TickMs = 50
+	cfg.ElectionMs = 500
+	cfg.UnsafeNoFsync = true
+	cfg.EnableGRPCGateway = false
 }
 
 // freePort returns a loopback port that was free a moment ago, outside the

@@ -230,40 +230,11 @@ func command(ctx context.Context, addr, cmd string) (string, error) {
 // startClusterNode runs a cluster-enabled redis-server on addr with its
 // files in dir and waits until it answers PING.
 func startClusterNode(ctx context.Context, bin, dir, addr string) (*child, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("redisrun: address %q: %w", addr, err)
-	}
-	cmd := exec.Command(bin,
-		"--port", port,
-		"--bind", host,
-		"--save", "",
-		"--appendonly", "no",
-		"--protected-mode", "no",
-		"--dir", dir,
-		"--logfile", "",
-		"--loglevel", "warning",
+	return startChild(ctx, bin, dir, addr,
 		"--cluster-enabled", "yes",
 		"--cluster-config-file", "nodes.conf",
 		"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
 	)
-	cmd.SysProcAttr = childAttr()
-	out := &tailBuffer{max: 4096}
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("redisrun: start %s: %w", bin, err)
-	}
-	c := &child{cmd: cmd, exited: make(chan struct{}), out: out}
-	go func() {
-		_ = cmd.Wait()
-		close(c.exited)
-	}()
-	if err := waitPing(ctx, addr, c.exited); err != nil {
-		c.stop()
-		return nil, fmt.Errorf("redisrun: cluster node on %s: %w (output: %q)", addr, err, out.String())
-	}
-	return c, nil
 }
 
 // freeClusterPort returns a loopback port that was free a moment ago and

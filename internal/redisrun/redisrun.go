@@ -200,12 +200,14 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // startChild runs redis-server on addr and waits until it answers PING.
-func startChild(ctx context.Context, bin, dir, addr string) (*child, error) {
+// extra arguments are appended to the common ones (no persistence, files
+// in dir, warnings only).
+func startChild(ctx context.Context, bin, dir, addr string, extra ...string) (*child, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("redisrun: address %q: %w", addr, err)
 	}
-	cmd := exec.Command(bin,
+	args := append([]string{
 		"--port", port,
 		"--bind", host,
 		"--save", "",
@@ -214,7 +216,8 @@ func startChild(ctx context.Context, bin, dir, addr string) (*child, error) {
 		"--dir", dir,
 		"--logfile", "",
 		"--loglevel", "warning",
-	)
+	}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = childAttr()
 	out := &tailBuffer{max: 4096}
 	cmd.Stdout = out
