@@ -50,8 +50,6 @@ func newBackoff() backoff {
 	return backoff{min: 100 * time.Millisecond, max: time.Second}
 }
 
-func (b *backoff) reset() { b.cur = 0 }
-
 // next returns the next delay and doubles the base.
 func (b *backoff) next() time.Duration {
 	if b.cur == 0 {
