@@ -45,23 +45,25 @@ func (k nodeKind) String() string {
 
 // nodeFlags holds the flags of the gate and backend commands.
 type nodeFlags struct {
-	id         string
-	listen     string // gate only
-	maxFrame   int    // gate only
-	group      string // backend only
-	relay      string
-	advertise  string
-	etcd       string
-	etcdPrefix string
-	redis      string
-	secret     string
-	insecure   bool
-	ttl        time.Duration
-	sessionTTL time.Duration
-	app        string
-	httpAddr   string
-	pprof      bool
-	config     string
+	id       string
+	listen   string // gate only
+	maxFrame int    // gate only
+	// gate only: client port limits (issue 9)
+	maxInflight int
+	group       string // backend only
+	relay       string
+	advertise   string
+	etcd        string
+	etcdPrefix  string
+	redis       string
+	secret      string
+	insecure    bool
+	ttl         time.Duration
+	sessionTTL  time.Duration
+	app         string
+	httpAddr    string
+	pprof       bool
+	config      string
 	// TLS (docs/security.md)
 	tlsCert, tlsKey    string // gate only: client listener
 	relayTLSCert       string
@@ -80,6 +82,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.StringVar(&f.listen, "listen", gd.ClientListen, "address clients connect to, host:port")
 		fs.StringVar(&f.relay, "relay", gd.RelayListen, "relay address other nodes connect to, host:port")
 		fs.IntVar(&f.maxFrame, "max-frame", gd.MaxFrame, "largest client frame payload in bytes; a bigger frame closes the connection")
+		fs.IntVar(&f.maxInflight, "max-inflight", gd.MaxInflight, "forwarded requests one client connection may have unanswered; past it the gate stops reading that connection until answers come back")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for the client listener; with --tls-key, clients must connect with TLS")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	} else {
@@ -225,6 +228,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		TTL:          f.ttl,
 		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
+		MaxInflight:  f.maxInflight,
 		TLSCertFile:  f.tlsCert,
 		TLSKeyFile:   f.tlsKey,
 		RelayTLS:     f.relayTLS(),
