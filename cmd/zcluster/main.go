@@ -25,9 +25,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/zcluster/zcluster/internal/redislog"
 )
 
 func main() {
+	// go-redis logs through one process-wide logger: route it through slog
+	// (debug level) before any client exists, instead of its raw stderr lines.
+	redislog.Install()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr, withProcessLogger())
 	stop()
