@@ -10,15 +10,18 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
 )
 
-// Reserved client msgIDs.
+// Reserved client msgIDs (see package protocol).
 const (
 	// MsgKick tells a client why it is being disconnected: {"reason":"..."}.
-	MsgKick uint32 = 9
+	MsgKick = protocol.MsgKick
+	// MsgHeartbeat is answered by the gate itself, with the same payload.
+	MsgHeartbeat = protocol.MsgHeartbeat
 	// MsgError is an error frame: {"msg_id":N,"error":"..."}.
-	MsgError uint32 = 65535
+	MsgError = protocol.MsgError
 )
 
 // Config configures a gate. Zero fields take the defaults documented here.
