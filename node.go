@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"context"
@@ -45,25 +45,27 @@ func (k nodeKind) String() string {
 
 // nodeFlags holds the flags of the gate and backend commands.
 type nodeFlags struct {
-	id       string
-	listen   string // gate only
-	maxFrame int    // gate only
+	id         string
+	listen     string // gate only
+	maxFrame   int    // gate only
+	group      string // backend only
+	relay      string
+	advertise  string
+	etcd       string
+	etcdPrefix string
+	redis      string
+	secret     string
+	insecure   bool
+	ttl        time.Duration
+	sessionTTL time.Duration
+	app        string
+	httpAddr   string
+	pprof      bool
+	config     string
+	// apps are the binary's applications, for --app.
+	apps *appSet
 	// gate only: client port limits (issue 9)
 	maxInflight int
-	group       string // backend only
-	relay       string
-	advertise   string
-	etcd        string
-	etcdPrefix  string
-	redis       string
-	secret      string
-	insecure    bool
-	ttl         time.Duration
-	sessionTTL  time.Duration
-	app         string
-	httpAddr    string
-	pprof       bool
-	config      string
 	// TLS (docs/security.md)
 	tlsCert, tlsKey    string // gate only: client listener
 	relayTLSCert       string
@@ -102,7 +104,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.relayTLSServerName, "relay-tls-server-name", "", "name checked in peers' relay certificates (default: the host of each peer's relay address)")
 	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
-	fs.StringVar(&f.app, "app", "chat", "built-in application whose handlers the node runs (chat)")
+	fs.StringVar(&f.app, "app", f.apps.defaultName(), "application whose handlers the node runs ("+f.apps.names()+")")
 	fs.StringVar(&f.httpAddr, "http", "", "serve /metrics (Prometheus), /healthz and /readyz on this host:port (default: off)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on --http")
 	fs.StringVar(&f.config, configFlag, "", "YAML file whose keys are these flags' names (see below); flags and ZC_* variables win over it")
@@ -132,7 +134,7 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	if f.sessionTTL < time.Second {
 		return fmt.Errorf("--session-ttl %v: must be at least 1s", f.sessionTTL)
 	}
-	if _, err := lookupApp(f.app); err != nil {
+	if _, err := f.apps.lookup(f.app); err != nil {
 		return err
 	}
 	if f.id == "" {
@@ -166,7 +168,7 @@ func defaultID(prefix string) string {
 }
 
 func newGateCmd(c *cli) *cobra.Command {
-	f := &nodeFlags{}
+	f := &nodeFlags{apps: &c.apps}
 	cmd := &cobra.Command{
 		Use:   "gate",
 		Short: "Run a gate: the client-facing node that routes messages to backend groups",
@@ -183,7 +185,7 @@ func newGateCmd(c *cli) *cobra.Command {
 }
 
 func newBackendCmd(c *cli) *cobra.Command {
-	f := &nodeFlags{}
+	f := &nodeFlags{apps: &c.apps}
 	cmd := &cobra.Command{
 		Use:   "backend",
 		Short: "Run a backend node serving one group of msgIDs",
@@ -204,7 +206,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 	if err := f.check(kindGate); err != nil {
 		return err
 	}
-	app, _ := lookupApp(f.app)
+	app, _ := f.apps.lookup(f.app)
 	m := f.newMetrics(registry.GateGroup)
 	st, err := openStoresWith(f.etcd, f.redis, m)
 	if err != nil {
@@ -261,7 +263,7 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 	if err := f.check(kindBackend); err != nil {
 		return err
 	}
-	app, _ := lookupApp(f.app)
+	app, _ := f.apps.lookup(f.app)
 	m := f.newMetrics(f.group)
 	st, err := openStoresWith(f.etcd, f.redis, m)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ func envMap(m map[string]string) func(string) (string, bool) {
 func parseNode(t *testing.T, kind nodeKind, args []string, env map[string]string) (*nodeFlags, error) {
 	t.Helper()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	f := &nodeFlags{}
+	f := &nodeFlags{apps: &appSet{{Name: "chat"}}}
 	bindNodeFlags(fs, f, kind)
 	if err := fs.Parse(args); err != nil {
 		t.Fatalf("parse %v: %v", args, err)
@@ -63,6 +63,7 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redis: "10.0.0.3:6379",
 		secret: "s3", insecure: true, ttl: 7 * time.Second, sessionTTL: time.Minute, app: "chat",
 	}
+	want.apps = f.apps
 	if *f != want {
 		t.Fatalf("flags from env:\n got %+v\nwant %+v", *f, want)
 	}
@@ -116,7 +117,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdo
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	code = run(ctx, args, envMap(env), strings.NewReader(""), &out, &errb)
+	code = run(ctx, args, envMap(env), strings.NewReader(""), &out, &errb, WithApp(App{Name: "chat"}))
 	return code, out.String(), errb.String()
 }
 
@@ -134,8 +135,6 @@ func TestRunFailuresAreOneLine(t *testing.T) {
 		{"unknown app", nil, []string{"backend", "--group", "im", "--secret", "s", "--app", "nope"}, `unknown --app "nope"`},
 		{"unknown flag", nil, []string{"gate", "--nope"}, "unknown flag"},
 		{"unknown command", nil, []string{"nope"}, "unknown command"},
-		{"too few gates", nil, []string{"demo", "--gates", "1"}, "--gates"},
-		{"chat without user", nil, []string{"chat"}, "--user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, tc.env, tc.args...)
