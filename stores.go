@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/zcluster/zcluster/registry"
+	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/zcluster/zcluster/internal/metrics"
+	"github.com/zcluster/zcluster/registry"
 )
 
 // storeTimeout bounds connecting to etcd and Redis and the startup check
@@ -25,6 +28,48 @@ type stores struct {
 	redis      redis.UniversalClient
 	etcdAddrs  string // as given, for messages
 	redisAddrs string
+	etcdDials  *dialRecorder
+}
+
+// dialRecorder dials etcd's endpoints for gRPC and remembers the last
+// failure, so that an etcd that never answers is reported with its cause
+// ("connect: connection refused", "no such host", "i/o timeout") rather than
+// only "context deadline exceeded". It dials as gRPC's default dialer does,
+// without gRPC's HTTP CONNECT proxy support (etcd is dialled directly).
+type dialRecorder struct {
+	mu   sync.Mutex
+	last error
+}
+
+// dial is a grpc.WithContextDialer function.
+func (d *dialRecorder) dial(ctx context.Context, addr string) (net.Conn, error) {
+	network := "tcp"
+	if rest, ok := strings.CutPrefix(addr, "unix://"); ok {
+		network, addr = "unix", rest
+	} else if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", rest
+	}
+	var nd net.Dialer
+	conn, err := nd.DialContext(ctx, network, addr)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err == nil:
+		d.last = nil
+	case ctx.Err() != nil && d.last != nil:
+		// Cut short by the caller's deadline: the earlier cause says more.
+	default:
+		d.last = err
+	}
+	return conn, err
+}
+
+// lastErr is the error of the latest failed dial not followed by a
+// successful one, or nil.
+func (d *dialRecorder) lastErr() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.last
 }
 
 // openStores creates the etcd and Redis clients for the comma lists
@@ -48,12 +93,13 @@ func openStoresWith(etcdList, redisList string, m *metrics.Metrics) (*stores, er
 	for i, ep := range eps {
 		urls[i] = etcdURL(ep)
 	}
+	dials := &dialRecorder{}
 	ecfg := clientv3.Config{
 		Endpoints:   urls,
 		DialTimeout: storeTimeout,
 		// The node logs through slog; etcd's own zap logging is noise here.
 		Logger:      zap.NewNop(),
-		DialOptions: registry.DialOptions(),
+		DialOptions: append(registry.DialOptions(), grpc.WithContextDialer(dials.dial)),
 	}
 	if m != nil {
 		ecfg.DialOptions = append(ecfg.DialOptions, m.EtcdDialOptions()...)
@@ -74,6 +120,7 @@ func openStoresWith(etcdList, redisList string, m *metrics.Metrics) (*stores, er
 		redis:      rdb,
 		etcdAddrs:  strings.Join(eps, ","),
 		redisAddrs: strings.Join(addrs, ","),
+		etcdDials:  dials,
 	}, nil
 }
 
@@ -82,10 +129,21 @@ func openStoresWith(etcdList, redisList string, m *metrics.Metrics) (*stores, er
 func (s *stores) check(ctx context.Context, prefix string) error {
 	ectx, cancel := context.WithTimeout(ctx, storeTimeout)
 	_, err := s.etcd.Get(ectx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil && ectx.Err() != nil {
-		err = ectx.Err() // "context deadline exceeded" rather than a gRPC status
-	}
+	timedOut := err != nil && ectx.Err() != nil
 	cancel()
+	if timedOut {
+		if ctx.Err() != nil {
+			return fmt.Errorf("etcd at %s: %w", s.etcdAddrs, ctx.Err())
+		}
+		// The last dial error names the cause; without one (something
+		// answered TCP but not etcd), "context deadline exceeded" rather
+		// than a gRPC status.
+		cause := s.etcdDials.lastErr()
+		if cause == nil {
+			cause = context.DeadlineExceeded
+		}
+		return fmt.Errorf("etcd at %s not reachable within %v: %w", s.etcdAddrs, storeTimeout, cause)
+	}
 	if err != nil {
 		return fmt.Errorf("etcd at %s not reachable: %w", s.etcdAddrs, err)
 	}

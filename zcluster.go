@@ -35,6 +35,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/zcluster/zcluster/internal/redislog"
 )
 
 // Main runs the command line of a binary serving app and exits with its
@@ -42,6 +44,10 @@ import (
 // The binary's name in usage and error lines is the program's file name
 // unless WithName says otherwise.
 func Main(app App, opts ...Option) {
+	// go-redis logs through one process-wide logger: route it through slog
+	// (debug level) before any client exists, instead of its raw stderr
+	// lines (see internal/redislog).
+	redislog.Install()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	all := append([]Option{WithName(filepath.Base(os.Args[0])), withProcessLogger()}, opts...)
 	code := Run(ctx, os.Args[1:], app, all...)
