@@ -36,7 +36,7 @@ log() { printf '== %s (%ss)\n' "$*" "$SECONDS"; }
 log "zcluster binary (CGO_ENABLED=0)"
 mkdir -p "$work/zcluster/etc/zcluster"
 version=$(git describe --always --dirty 2>/dev/null || echo dev)
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.buildVersion=$version" \
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/zcluster/zcluster.buildVersion=$version" \
   -o "$work/zcluster/zcluster" ./cmd/zcluster
 # zinx reads this file at start; {} changes nothing and silences it.
 echo '{}' > "$work/zcluster/etc/zcluster/zinx.json"
