@@ -64,6 +64,8 @@ type nodeFlags struct {
 	config     string
 	// apps are the binary's applications, for --app.
 	apps *appSet
+	// gate only: client port limits (issue 9)
+	maxInflight int
 	// TLS (docs/security.md)
 	tlsCert, tlsKey    string // gate only: client listener
 	relayTLSCert       string
@@ -82,6 +84,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.StringVar(&f.listen, "listen", gd.ClientListen, "address clients connect to, host:port")
 		fs.StringVar(&f.relay, "relay", gd.RelayListen, "relay address other nodes connect to, host:port")
 		fs.IntVar(&f.maxFrame, "max-frame", gd.MaxFrame, "largest client frame payload in bytes; a bigger frame closes the connection")
+		fs.IntVar(&f.maxInflight, "max-inflight", gd.MaxInflight, "forwarded requests one client connection may have unanswered; past it the gate stops reading that connection until answers come back")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for the client listener; with --tls-key, clients must connect with TLS")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	} else {
@@ -227,6 +230,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		TTL:          f.ttl,
 		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
+		MaxInflight:  f.maxInflight,
 		TLSCertFile:  f.tlsCert,
 		TLSKeyFile:   f.tlsKey,
 		RelayTLS:     f.relayTLS(),

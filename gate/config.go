@@ -24,6 +24,9 @@ const (
 	MsgError = protocol.MsgError
 )
 
+// DefaultMaxInflight is the default Config.MaxInflight.
+const DefaultMaxInflight = 64
+
 // Config configures a gate. Zero fields take the defaults documented here.
 type Config struct {
 	// ID is the node id, unique in the cluster (required).
@@ -58,6 +61,11 @@ type Config struct {
 	// RequestTimeout is how long a forwarded request may wait for its
 	// backend before the client gets an error frame (default 10s).
 	RequestTimeout time.Duration
+	// MaxInflight bounds the requests one client connection may have
+	// forwarded and not yet answered (default 64). Past it the gate stops
+	// reading that connection until answers come back, so TCP pushes back
+	// on that client alone; no frame is dropped.
+	MaxInflight int
 	// Version is published in etcd.
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
@@ -84,6 +92,7 @@ func DefaultConfig() Config {
 		MaxFrame:       frame.DefaultMaxFrame,
 		SendQueue:      1 << 20,
 		RequestTimeout: 10 * time.Second,
+		MaxInflight:    DefaultMaxInflight,
 		Version:        "dev",
 	}
 }
@@ -114,6 +123,9 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = d.MaxInflight
+	}
 	if c.Version == "" {
 		c.Version = d.Version
 	}
@@ -139,6 +151,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("%w: max inflight %d below 1", ErrConfig, c.MaxInflight)
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
 	}
