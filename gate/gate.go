@@ -83,10 +83,13 @@ type client struct {
 	sid       string
 	sidB      []byte
 	token     string
-	mu        sync.Mutex
-	user      string
-	userB     []byte
-	closing   atomic.Bool
+	// slots holds one token per forwarded request not answered yet;
+	// capacity Config.MaxInflight.
+	slots   chan struct{}
+	mu      sync.Mutex
+	user    string
+	userB   []byte
+	closing atomic.Bool
 }
 
 func (c *client) login(user string) bool {
@@ -530,7 +533,7 @@ func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
 // openClient gives a new connection, of any transport, its session.
 func (g *Gate) openClient(conn clientConn, tr transport) *client {
 	sid := session.NewID()
-	c := &client{conn: conn, transport: tr, sid: sid, sidB: []byte(sid), token: session.NewToken()}
+	c := &client{conn: conn, transport: tr, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
 	if g.stopping.Load() {
 		c.closing.Store(true)
 		_ = conn.Send(MsgKick, kickPayload("gate shutting down"))
@@ -617,12 +620,17 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 	seq := g.seq.Add(1)
 	env := relay.Envelope{Kind: relay.KindForward, MsgID: msgID, Seq: seq, Session: c.sidB, User: userB, Payload: payload}
 	for attempt := 0; ; attempt++ {
-		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
+		if !g.acquireSlot(c) {
+			return // the connection or the gate is closing
+		}
+		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
 			return
 		}
-		g.pending.remove(seq)
+		if !g.pending.remove(seq) {
+			return // answered or timed out meanwhile: the client was told
+		}
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
 		g.markSuspect(node.ID)
@@ -632,6 +640,27 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			return
 		}
 		node = next
+	}
+}
+
+// acquireSlot takes one of c's in-flight tokens. When all are taken it
+// blocks the connection's reader (so the gate stops reading this client and
+// TCP pushes back on it alone) until an answer, a timeout or a failure
+// gives one back, the connection closes, or the gate stops; it returns
+// false in the last two cases.
+func (g *Gate) acquireSlot(c *client) bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-c.conn.Context().Done():
+		return false
+	case <-g.ctx.Done():
+		return false
 	}
 }
 

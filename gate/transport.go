@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"time"
@@ -19,12 +20,15 @@ import (
 
 // clientConn is the gate's side of one client connection. Send never
 // blocks on the network (a full queue closes the connection); Close makes
-// the listener end the connection, after which closeClient runs.
+// the listener end the connection, after which closeClient runs; Context
+// is cancelled by Close or when the connection ends (a reader blocked in
+// onFrame waits on it).
 type clientConn interface {
 	Send(msgID uint32, payload []byte) error
 	Flush(timeout time.Duration) error
 	Close()
 	RemoteAddr() string
+	Context() context.Context
 }
 
 var (

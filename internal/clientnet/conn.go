@@ -110,13 +110,14 @@ func (c *Conn) Close() { c.closeWith(closeNormal, "") }
 func (c *Conn) closeWith(code int, reason string) {
 	if c.closed.CompareAndSwap(false, true) {
 		c.shut(code, reason)
+		c.cancel() // a reader blocked in OnFrame waits on it
 	}
 }
 
 // Closed reports whether Close was called or the connection ended.
 func (c *Conn) Closed() bool { return c.closed.Load() }
 
-// Context is cancelled when the connection ends.
+// Context is cancelled by Close and when the connection ends.
 func (c *Conn) Context() context.Context { return c.ctx }
 
 // ended runs once the reader has stopped: nothing more is written and the
