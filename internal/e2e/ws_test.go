@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -315,5 +316,77 @@ func TestWebSocketGateShutdown(t *testing.T) {
 	case <-g.Done():
 	case <-ctx.Done():
 		t.Fatal("shutdown did not finish")
+	}
+}
+
+// The front door's in-flight limit holds on websocket too: a websocket
+// client with --max-inflight requests unanswered is not read any further
+// (the rest wait, none is forwarded) while another websocket client is
+// served; a kick closes the blocked connection at once, and a shutdown
+// with a blocked reader returns promptly.
+func TestWebSocketInflightLimit(t *testing.T) {
+	const limit = 4
+	c := newCluster(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.WSListen = "127.0.0.1:0"
+		cfg.MaxInflight = limit
+		cfg.RequestTimeout = time.Minute
+	})
+	c.startBackend("im-1", chat.GroupIM, setupHold(release))
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	greedy := dialWS(t, g.WSURL(), zclient.WSOptions{})
+	chatkit.Login(t, greedy, "greedy")
+	var packed []byte // all in one message: the limit is per frame
+	for i := range 3 * limit {
+		packed = frame.Append(packed, msgHold, []byte{byte(i)})
+	}
+	if err := greedy.SendRaw(packed); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p := g.Pending(); p != limit {
+			return fmt.Errorf("%d requests forwarded, want %d", p, limit)
+		}
+		return nil
+	})
+	other := dialWS(t, g.WSURL(), zclient.WSOptions{})
+	chatkit.Login(t, other, "other")
+	v := startVictim(other)
+	time.Sleep(300 * time.Millisecond)
+	if p := g.Pending(); p != limit {
+		t.Fatalf("%d requests forwarded, past the limit of %d", p, limit)
+	}
+	v.stop(t, 3*time.Second)
+
+	takeover := chatkit.Dial(t, g.ListenAddr())
+	chatkit.Login(t, takeover, "greedy")
+	select {
+	case <-greedy.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the blocked websocket was not closed by the kick")
+	}
+
+	blocked := dialWS(t, g.WSURL(), zclient.WSOptions{})
+	chatkit.Login(t, blocked, "blocked")
+	if err := blocked.SendRaw(packed); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p := g.Pending(); p != 2*limit {
+			return fmt.Errorf("%d requests forwarded, want %d", p, 2*limit)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Fatalf("shutdown with a blocked websocket reader took %v", d)
 	}
 }
