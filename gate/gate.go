@@ -60,6 +60,7 @@ type Gate struct {
 
 	pending *pendingTable
 	seq     atomic.Uint64
+	rooms   roomTable
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -82,6 +83,9 @@ type client struct {
 	user    string
 	userB   []byte
 	closing atomic.Bool
+	// handlers are the backend nodes that handled its messages (under
+	// mu), told when the session closes.
+	handlers []string
 }
 
 func (c *client) login(user string) bool {
@@ -194,6 +198,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	g.goLoop(g.onlineLoop)
 	return nil
 }
 
@@ -505,7 +510,9 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 	case relay.KindBroadcast:
 		g.broadcastLocal(env.MsgID, env.Payload)
 	default:
-		g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		if !g.onExtraEnvelope(env) {
+			g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		}
 	}
 }
 
@@ -551,6 +558,7 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 		g.cfg.Observer.ConnClosed()
 	}
 	g.mu.Unlock()
+	g.sessionClosed(c)
 	user, _ := c.identity()
 	if user == "" {
 		return
@@ -617,6 +625,7 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
+			c.noteHandler(node.ID)
 			return
 		}
 		g.pending.remove(seq)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/room"
 	"github.com/zcluster/zcluster/session"
 )
 
@@ -53,7 +54,10 @@ type Node struct {
 	Topology *registry.Topology
 	Relay    *relay.Relay
 	Sessions *session.Store
+	// Rooms is the room directory (on the same Redis as Sessions).
+	Rooms    *room.Store
 	relayAdv string
+	gone     goneWatch
 
 	regMu sync.Mutex
 	reg   *registry.Registration
@@ -99,6 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.Rooms = room.New(cfg.Redis, "")
 	regCfg := n.registryConfig()
 	n.Topology, err = registry.Watch(ctx, regCfg)
 	if err != nil {
@@ -320,6 +325,7 @@ func (n *Node) Close(ctx context.Context) {
 	if n.unsubscribe != nil {
 		n.unsubscribe()
 	}
+	n.stopGone()
 	n.dropMu.Lock()
 	for id, t := range n.drops {
 		t.Stop()
