@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/zinxkit"
@@ -53,7 +54,10 @@ type Gate struct {
 
 	node      *clusternode.Node
 	server    *zinxkit.Server
+	ws        *clientnet.WSServer  // nil unless Config.WSListen
+	kcp       *clientnet.KCPServer // nil unless Config.KCPListen
 	clientAdv string
+	conns     [numTransports]atomic.Int64 // open connections by transport
 
 	mu      sync.RWMutex
 	clients map[string]*client // by session id
@@ -75,10 +79,14 @@ type Gate struct {
 
 // client is the gate's state for one client connection.
 type client struct {
-	conn    *zinxkit.Conn
-	sid     string
-	sidB    []byte
-	token   string
+	conn      clientConn
+	transport transport
+	sid       string
+	sidB      []byte
+	token     string
+	// slots holds one token per forwarded request not answered yet;
+	// capacity Config.MaxInflight.
+	slots   chan struct{}
 	mu      sync.Mutex
 	user    string
 	userB   []byte
@@ -182,8 +190,11 @@ func (g *Gate) Start(ctx context.Context) error {
 		return fmt.Errorf("gate %s: client listener: %w", g.cfg.ID, err)
 	}
 	g.clientAdv, err = clusternode.AdvertiseAddr(g.cfg.Advertise, g.server.Addr())
+	if err == nil {
+		err = g.startExtraListeners()
+	}
 	if err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -192,7 +203,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		routes = append(routes, h.route)
 	}
 	if err := g.node.Register(ctx, g.clientAdv, routes); err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -316,7 +327,7 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 					_ = c.conn.Flush(d)
 				}
 			}
-			g.server.Stop()
+			g.stopListeners()
 			// Wait for OnClose of every connection (it starts the unbinds).
 			for g.Sessions() > 0 && ctx.Err() == nil {
 				time.Sleep(10 * time.Millisecond)
@@ -526,36 +537,31 @@ func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
 	}
 }
 
-// clientHandler adapts the gate to zinxkit's connection events.
-type clientHandler struct{ g *Gate }
-
-func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
-	g := h.g
+// openClient gives a new connection, of any transport, its session.
+func (g *Gate) openClient(conn clientConn, tr transport) *client {
 	sid := session.NewID()
-	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken()}
-	conn.Value = c
+	c := &client{conn: conn, transport: tr, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
 	if g.stopping.Load() {
 		c.closing.Store(true)
 		_ = conn.Send(MsgKick, kickPayload("gate shutting down"))
 		conn.Close()
-		return
+		return c
 	}
 	g.mu.Lock()
 	g.clients[sid] = c
 	g.mu.Unlock()
-	g.cfg.Observer.ConnOpened()
+	g.conns[tr].Add(1)
+	g.cfg.Observer.ConnOpened(tr.String())
+	return c
 }
 
-func (h clientHandler) OnClose(conn *zinxkit.Conn) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok {
-		return
-	}
+// closeClient forgets a connection that ended and unbinds its session.
+func (g *Gate) closeClient(c *client) {
 	g.mu.Lock()
 	if g.clients[c.sid] == c {
 		delete(g.clients, c.sid)
-		g.cfg.Observer.ConnClosed()
+		g.conns[c.transport].Add(-1)
+		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
 	g.mu.Unlock()
 	g.sessionClosed(c)
@@ -576,10 +582,10 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	})
 }
 
-func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok || c.closing.Load() {
+// onFrame routes one client frame, whatever the transport; it runs on the
+// connection's reader goroutine.
+func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
+	if c.closing.Load() {
 		return
 	}
 	user, userB := c.identity()
@@ -622,13 +628,18 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 	seq := g.seq.Add(1)
 	env := relay.Envelope{Kind: relay.KindForward, MsgID: msgID, Seq: seq, Session: c.sidB, User: userB, Payload: payload}
 	for attempt := 0; ; attempt++ {
-		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
+		if !g.acquireSlot(c) {
+			return // the connection or the gate is closing
+		}
+		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
 			c.noteHandler(node.ID)
 			return
 		}
-		g.pending.remove(seq)
+		if !g.pending.remove(seq) {
+			return // answered or timed out meanwhile: the client was told
+		}
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
 		g.markSuspect(node.ID)
@@ -638,6 +649,27 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 			return
 		}
 		node = next
+	}
+}
+
+// acquireSlot takes one of c's in-flight tokens. When all are taken it
+// blocks the connection's reader (so the gate stops reading this client and
+// TCP pushes back on it alone) until an answer, a timeout or a failure
+// gives one back, the connection closes, or the gate stops; it returns
+// false in the last two cases.
+func (g *Gate) acquireSlot(c *client) bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-c.conn.Context().Done():
+		return false
+	case <-g.ctx.Done():
+		return false
 	}
 }
 
