@@ -25,6 +25,8 @@ const (
 	// Port offsets from --base-port.
 	gateRelayOffset   = 100
 	backendPortOffset = 200
+	gateWSOffset      = 300
+	webPortOffset     = 400
 	maxDemoGates      = 99
 )
 
@@ -39,8 +41,8 @@ func (o demoOptions) check() error {
 	if o.gates < 2 || o.gates > maxDemoGates {
 		return fmt.Errorf("--gates %d: want 2 to %d (the tour uses two)", o.gates, maxDemoGates)
 	}
-	if o.basePort != 0 && (o.basePort < 1 || o.basePort+backendPortOffset+10 > 65535) {
-		return fmt.Errorf("--base-port %d: want 0 (random ports) or 1 to %d", o.basePort, 65535-backendPortOffset-10)
+	if o.basePort != 0 && (o.basePort < 1 || o.basePort+webPortOffset > 65535) {
+		return fmt.Errorf("--base-port %d: want 0 (random ports) or 1 to %d", o.basePort, 65535-webPortOffset)
 	}
 	return nil
 }
@@ -68,8 +70,14 @@ prints PASS or FAIL per step, and keeps serving until SIGINT or SIGTERM
 (join it with "zcluster chat"). With --once it stops after the tour and
 exits 0 only if every step passed.
 
+Every gate also accepts WebSocket clients, and a chat page for browsers
+(web/chat.html, using web/zcluster.js) is served on its own port; the demo
+prints its URL.
+
 With --base-port P the gates listen for clients on P, P+1, ..., their relays
-on P+100, P+101, ..., and the backends' relays on P+200, P+201, P+202.`,
+on P+100, P+101, ..., and the backends' relays on P+200, P+201, P+202; the
+gates' WebSocket endpoints are on P+300, P+301, ... and the chat page on
+P+400.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(); err != nil {
@@ -126,8 +134,13 @@ func (c *cli) runDemo(ctx context.Context, o demoOptions) ([]stepResult, error) 
 		for _, g := range d.gates {
 			fmt.Fprintf(c.stdout, "  %s %s\n", g.ID(), g.ClientAddr())
 		}
+		for _, g := range d.gates {
+			fmt.Fprintf(c.stdout, "  %s %s (websocket)\n", g.ID(), g.WSURL())
+		}
 		fmt.Fprintf(c.stdout, "join with: zcluster chat --gate %s --user NAME\n", g1.ClientAddr())
 		fmt.Fprintf(c.stdout, "  (or: go run ./cmd/zcluster chat --gate %s --user NAME)\n", g1.ClientAddr())
+		fmt.Fprintf(c.stdout, "  or over websocket: zcluster chat --ws %s --user NAME\n", g2.WSURL())
+		fmt.Fprintf(c.stdout, "chat in a browser: open %s\n", d.pageURL())
 		fmt.Fprintln(c.stdout, "stop with Ctrl-C")
 		nodeLevel.Set(level)
 		<-ctx.Done()
@@ -141,11 +154,12 @@ func (c *cli) runDemo(ctx context.Context, o demoOptions) ([]stepResult, error) 
 }
 
 // demoCluster is a whole cluster in this process (the public test kit's
-// builder, zctest).
+// builder, zctest), and the chat page's web server.
 type demoCluster struct {
 	*zctest.Cluster
 	gates    []*gate.Gate
 	backends []*backend.Server
+	web      *demoWeb
 }
 
 // startDemo starts etcd, Redis, o.gates gates and the backends im-1, im-2
@@ -175,7 +189,10 @@ func startDemo(ctx context.Context, o demoOptions, out io.Writer, nodeLog *slog.
 	ectx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	for i := range o.gates {
-		g, err := zc.StartGate(ectx, fmt.Sprintf("gate-%d", i+1), zctest.Listen(o.addr(i)), zctest.RelayAt(o.addr(gateRelayOffset+i)))
+		ws := o.addr(gateWSOffset + i)
+		g, err := zc.StartGate(ectx, fmt.Sprintf("gate-%d", i+1),
+			zctest.Listen(o.addr(i)), zctest.RelayAt(o.addr(gateRelayOffset+i)),
+			zctest.GateConfig(func(c *gate.Config) { c.WSListen = ws }))
 		if err != nil {
 			return nil, err
 		}
@@ -194,18 +211,27 @@ func startDemo(ctx context.Context, o demoOptions, out io.Writer, nodeLog *slog.
 		return nil, err
 	}
 
+	if d.web, err = startDemoWeb(o.addr(webPortOffset), d.gates, nodeLog); err != nil {
+		return nil, err
+	}
 	parts := make([]string, 0, len(d.gates)+len(d.backends))
 	for _, g := range d.gates {
-		parts = append(parts, fmt.Sprintf("%s (clients %s)", g.ID(), g.ClientAddr()))
+		parts = append(parts, fmt.Sprintf("%s (clients %s, websocket %s)", g.ID(), g.ClientAddr(), g.WSURL()))
 	}
 	for _, b := range d.backends {
 		parts = append(parts, fmt.Sprintf("%s (%s)", b.ID(), b.Group()))
 	}
 	fmt.Fprintf(out, "nodes: %s\n", strings.Join(parts, ", "))
+	fmt.Fprintf(out, "chat page: %s\n", d.pageURL())
 	return d, nil
 }
 
-// close stops the gates (their clients are told why), then the backends,
-// then Redis and etcd, and removes etcd's data. It reports a shutdown that
-// did not finish in time.
-func (d *demoCluster) close() error { return d.Close() }
+// close stops the chat page, the gates (their clients are told why), then
+// the backends, then Redis and etcd, and removes etcd's data. It reports a
+// shutdown that did not finish in time.
+func (d *demoCluster) close() error {
+	if d.web != nil {
+		d.web.close()
+	}
+	return d.Close()
+}
