@@ -10,16 +10,22 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
 )
 
-// Reserved client msgIDs.
+// Reserved client msgIDs (see package protocol).
 const (
 	// MsgKick tells a client why it is being disconnected: {"reason":"..."}.
-	MsgKick uint32 = 9
+	MsgKick = protocol.MsgKick
+	// MsgHeartbeat is answered by the gate itself, with the same payload.
+	MsgHeartbeat = protocol.MsgHeartbeat
 	// MsgError is an error frame: {"msg_id":N,"error":"..."}.
-	MsgError uint32 = 65535
+	MsgError = protocol.MsgError
 )
+
+// DefaultMaxInflight is the default Config.MaxInflight.
+const DefaultMaxInflight = 64
 
 // Config configures a gate. Zero fields take the defaults documented here.
 type Config struct {
@@ -55,6 +61,11 @@ type Config struct {
 	// RequestTimeout is how long a forwarded request may wait for its
 	// backend before the client gets an error frame (default 10s).
 	RequestTimeout time.Duration
+	// MaxInflight bounds the requests one client connection may have
+	// forwarded and not yet answered (default 64). Past it the gate stops
+	// reading that connection until answers come back, so TCP pushes back
+	// on that client alone; no frame is dropped.
+	MaxInflight int
 	// Version is published in etcd.
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
@@ -86,6 +97,7 @@ func DefaultConfig() Config {
 		MaxFrame:       frame.DefaultMaxFrame,
 		SendQueue:      1 << 20,
 		RequestTimeout: 10 * time.Second,
+		MaxInflight:    DefaultMaxInflight,
 		Version:        "dev",
 	}
 }
@@ -116,6 +128,9 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = d.MaxInflight
+	}
 	if c.Version == "" {
 		c.Version = d.Version
 	}
@@ -141,6 +156,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("%w: max inflight %d below 1", ErrConfig, c.MaxInflight)
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
 	}

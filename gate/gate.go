@@ -77,10 +77,13 @@ type Gate struct {
 
 // client is the gate's state for one client connection.
 type client struct {
-	conn    *zinxkit.Conn
-	sid     string
-	sidB    []byte
-	token   string
+	conn  *zinxkit.Conn
+	sid   string
+	sidB  []byte
+	token string
+	// slots holds one token per forwarded request not answered yet;
+	// capacity Config.MaxInflight.
+	slots   chan struct{}
 	mu      sync.Mutex
 	user    string
 	userB   []byte
@@ -535,7 +538,7 @@ type clientHandler struct{ g *Gate }
 func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
 	g := h.g
 	sid := session.NewID()
-	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken()}
+	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
 	conn.Value = c
 	if g.stopping.Load() {
 		c.closing.Store(true)
@@ -630,12 +633,17 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 	seq := g.seq.Add(1)
 	env := relay.Envelope{Kind: relay.KindForward, MsgID: msgID, Seq: seq, Session: c.sidB, User: userB, Payload: payload}
 	for attempt := 0; ; attempt++ {
-		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
+		if !g.acquireSlot(c) {
+			return // the connection or the gate is closing
+		}
+		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
 			return
 		}
-		g.pending.remove(seq)
+		if !g.pending.remove(seq) {
+			return // answered or timed out meanwhile: the client was told
+		}
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
 		g.markSuspect(node.ID)
@@ -645,6 +653,27 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 			return
 		}
 		node = next
+	}
+}
+
+// acquireSlot takes one of c's in-flight tokens. When all are taken it
+// blocks the connection's reader (so the gate stops reading this client and
+// TCP pushes back on it alone) until an answer, a timeout or a failure
+// gives one back, the connection closes, or the gate stops; it returns
+// false in the last two cases.
+func (g *Gate) acquireSlot(c *client) bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-c.conn.Context().Done():
+		return false
+	case <-g.ctx.Done():
+		return false
 	}
 }
 

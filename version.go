@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 )
 
 // buildVersion is the release version, set at build time with
-// -ldflags "-X main.buildVersion=v1.2.3".
+// -ldflags "-X github.com/zcluster/zcluster.buildVersion=v1.2.3".
 var buildVersion = "dev"
 
 // version returns the version nodes publish in etcd: buildVersion, or the

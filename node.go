@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"context"
@@ -62,6 +62,10 @@ type nodeFlags struct {
 	httpAddr   string
 	pprof      bool
 	config     string
+	// apps are the binary's applications, for --app.
+	apps *appSet
+	// gate only: client port limits (issue 9)
+	maxInflight int
 	// TLS (docs/security.md)
 	tlsCert, tlsKey    string // gate only: client listener
 	relayTLSCert       string
@@ -80,6 +84,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.StringVar(&f.listen, "listen", gd.ClientListen, "address clients connect to, host:port")
 		fs.StringVar(&f.relay, "relay", gd.RelayListen, "relay address other nodes connect to, host:port")
 		fs.IntVar(&f.maxFrame, "max-frame", gd.MaxFrame, "largest client frame payload in bytes; a bigger frame closes the connection")
+		fs.IntVar(&f.maxInflight, "max-inflight", gd.MaxInflight, "forwarded requests one client connection may have unanswered; past it the gate stops reading that connection until answers come back")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for the client listener; with --tls-key, clients must connect with TLS")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	} else {
@@ -99,7 +104,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.relayTLSServerName, "relay-tls-server-name", "", "name checked in peers' relay certificates (default: the host of each peer's relay address)")
 	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
-	fs.StringVar(&f.app, "app", "chat", "built-in application whose handlers the node runs (chat)")
+	fs.StringVar(&f.app, "app", f.apps.defaultName(), "application whose handlers the node runs ("+f.apps.names()+")")
 	fs.StringVar(&f.httpAddr, "http", "", "serve /metrics (Prometheus), /healthz and /readyz on this host:port (default: off)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on --http")
 	fs.StringVar(&f.config, configFlag, "", "YAML file whose keys are these flags' names (see below); flags and ZC_* variables win over it")
@@ -129,7 +134,7 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	if f.sessionTTL < time.Second {
 		return fmt.Errorf("--session-ttl %v: must be at least 1s", f.sessionTTL)
 	}
-	if _, err := lookupApp(f.app); err != nil {
+	if _, err := f.apps.lookup(f.app); err != nil {
 		return err
 	}
 	if f.id == "" {
@@ -163,7 +168,7 @@ func defaultID(prefix string) string {
 }
 
 func newGateCmd(c *cli) *cobra.Command {
-	f := &nodeFlags{}
+	f := &nodeFlags{apps: &c.apps}
 	cmd := &cobra.Command{
 		Use:   "gate",
 		Short: "Run a gate: the client-facing node that routes messages to backend groups",
@@ -180,7 +185,7 @@ func newGateCmd(c *cli) *cobra.Command {
 }
 
 func newBackendCmd(c *cli) *cobra.Command {
-	f := &nodeFlags{}
+	f := &nodeFlags{apps: &c.apps}
 	cmd := &cobra.Command{
 		Use:   "backend",
 		Short: "Run a backend node serving one group of msgIDs",
@@ -201,7 +206,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 	if err := f.check(kindGate); err != nil {
 		return err
 	}
-	app, _ := lookupApp(f.app)
+	app, _ := f.apps.lookup(f.app)
 	m := f.newMetrics(registry.GateGroup)
 	st, err := openStoresWith(f.etcd, f.redis, m)
 	if err != nil {
@@ -225,6 +230,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		TTL:          f.ttl,
 		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
+		MaxInflight:  f.maxInflight,
 		TLSCertFile:  f.tlsCert,
 		TLSKeyFile:   f.tlsKey,
 		RelayTLS:     f.relayTLS(),
@@ -257,7 +263,7 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 	if err := f.check(kindBackend); err != nil {
 		return err
 	}
-	app, _ := lookupApp(f.app)
+	app, _ := f.apps.lookup(f.app)
 	m := f.newMetrics(f.group)
 	st, err := openStoresWith(f.etcd, f.redis, m)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ func envMap(m map[string]string) func(string) (string, bool) {
 func parseNode(t *testing.T, kind nodeKind, args []string, env map[string]string) (*nodeFlags, error) {
 	t.Helper()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	f := &nodeFlags{}
+	f := &nodeFlags{apps: &appSet{{Name: "chat"}}}
 	bindNodeFlags(fs, f, kind)
 	if err := fs.Parse(args); err != nil {
 		t.Fatalf("parse %v: %v", args, err)
@@ -40,28 +40,30 @@ func TestEnvName(t *testing.T) {
 
 func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 	f, err := parseNode(t, kindGate, nil, map[string]string{
-		"ZC_ETCD":        "10.0.0.1:2379,10.0.0.2:2379",
-		"ZC_ETCD_PREFIX": "/other",
-		"ZC_REDIS":       "10.0.0.3:6379",
-		"ZC_SECRET":      "s3",
-		"ZC_TTL":         "7s",
-		"ZC_SESSION_TTL": "1m",
-		"ZC_MAX_FRAME":   "1024",
-		"ZC_INSECURE":    "true",
-		"ZC_ID":          "gate-env",
-		"ZC_LISTEN":      "127.0.0.1:1",
-		"ZC_RELAY":       "127.0.0.1:2",
-		"ZC_ADVERTISE":   "10.0.0.9",
-		"ZC_APP":         "chat",
+		"ZC_ETCD":         "10.0.0.1:2379,10.0.0.2:2379",
+		"ZC_ETCD_PREFIX":  "/other",
+		"ZC_REDIS":        "10.0.0.3:6379",
+		"ZC_SECRET":       "s3",
+		"ZC_TTL":          "7s",
+		"ZC_SESSION_TTL":  "1m",
+		"ZC_MAX_FRAME":    "1024",
+		"ZC_MAX_INFLIGHT": "8",
+		"ZC_INSECURE":     "true",
+		"ZC_ID":           "gate-env",
+		"ZC_LISTEN":       "127.0.0.1:1",
+		"ZC_RELAY":        "127.0.0.1:2",
+		"ZC_ADVERTISE":    "10.0.0.9",
+		"ZC_APP":          "chat",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := nodeFlags{
-		id: "gate-env", listen: "127.0.0.1:1", maxFrame: 1024, relay: "127.0.0.1:2", advertise: "10.0.0.9",
+		id: "gate-env", listen: "127.0.0.1:1", maxFrame: 1024, maxInflight: 8, relay: "127.0.0.1:2", advertise: "10.0.0.9",
 		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redis: "10.0.0.3:6379",
 		secret: "s3", insecure: true, ttl: 7 * time.Second, sessionTTL: time.Minute, app: "chat",
 	}
+	want.apps = f.apps
 	if *f != want {
 		t.Fatalf("flags from env:\n got %+v\nwant %+v", *f, want)
 	}
@@ -115,7 +117,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdo
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	code = run(ctx, args, envMap(env), strings.NewReader(""), &out, &errb)
+	code = run(ctx, args, envMap(env), strings.NewReader(""), &out, &errb, WithApp(App{Name: "chat"}))
 	return code, out.String(), errb.String()
 }
 
@@ -133,8 +135,6 @@ func TestRunFailuresAreOneLine(t *testing.T) {
 		{"unknown app", nil, []string{"backend", "--group", "im", "--secret", "s", "--app", "nope"}, `unknown --app "nope"`},
 		{"unknown flag", nil, []string{"gate", "--nope"}, "unknown flag"},
 		{"unknown command", nil, []string{"nope"}, "unknown command"},
-		{"too few gates", nil, []string{"demo", "--gates", "1"}, "--gates"},
-		{"chat without user", nil, []string{"chat"}, "--user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, tc.env, tc.args...)

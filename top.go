@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"context"
@@ -96,6 +96,9 @@ func (c *cli) view(ctx context.Context, f *viewFlags, withRedis bool, write func
 		snap, err := topview.Read(rctx, src)
 		if err != nil {
 			if rctx.Err() != nil && ctx.Err() == nil {
+				if dialErr := st.etcdDials.lastErr(); dialErr != nil {
+					return fmt.Errorf("etcd at %s not reachable within %v: %w", st.etcdAddrs, readTimeout, dialErr)
+				}
 				return fmt.Errorf("etcd at %s or redis at %s did not answer within %v: %w", st.etcdAddrs, st.redisAddrs, readTimeout, err)
 			}
 			return err

@@ -1,4 +1,4 @@
-package main
+package zcluster
 
 import (
 	"context"
@@ -27,36 +27,45 @@ type cli struct {
 	// log through slog.Default (zinx, via zinxkit) use the same format and
 	// level. Only main sets it: tests run many commands in one process.
 	processLogger bool
+
+	// name is the binary's name in usage and error lines.
+	name string
+	// apps are the binary's applications, the first the default.
+	apps appSet
+	// commands add the binary's own commands (WithCommand).
+	commands []func(*Env) *cobra.Command
 }
 
-// runOption adjusts the cli before the command runs.
-type runOption func(*cli)
+// Option adjusts a binary built with Main or Run: its name, more
+// applications, more commands, its streams.
+type Option func(*cli)
 
 // withProcessLogger makes the command's logger the process-wide slog
 // default (see cli.processLogger).
-func withProcessLogger() runOption { return func(c *cli) { c.processLogger = true } }
+func withProcessLogger() Option { return func(c *cli) { c.processLogger = true } }
 
 // run executes the command line args and returns the exit status. Errors are
-// printed as one line on stderr, prefixed with "zcluster: ".
-func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer, opts ...runOption) (code int) {
+// printed as one line on stderr, prefixed with the binary's name
+// ("zcluster: " unless an option names it otherwise).
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer, opts ...Option) (code int) {
+	c := &cli{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout, stderr: stderr, name: "zcluster"}
 	defer func() {
 		// A bug must still end as one line and a non-zero status.
 		if r := recover(); r != nil {
-			fmt.Fprintf(stderr, "zcluster: internal error: %s\n", oneLine(fmt.Sprint(r)))
+			fmt.Fprintf(c.stderr, "%s: internal error: %s\n", c.name, oneLine(fmt.Sprint(r)))
 			code = 2
 		}
 	}()
-	c := &cli{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout, stderr: stderr}
 	for _, o := range opts {
 		o(c)
 	}
 	root := newRootCmd(c)
 	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetIn(c.stdin)
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(stderr, "zcluster: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(c.stderr, "%s: %s\n", c.name, oneLine(err.Error()))
 		return 1
 	}
 	return 0
@@ -65,7 +74,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 // newRootCmd builds the command tree.
 func newRootCmd(c *cli) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "zcluster",
+		Use:   c.name,
 		Short: "Run a zcluster: gates and backends for the zinx TCP framework, joined by etcd and Redis",
 		Long: `zcluster turns the zinx TCP framework into a cluster: client-facing gates
 route messages by msgID to backend groups; nodes find each other in etcd;
@@ -90,14 +99,16 @@ the config file, which wins over the default.`,
 	root.AddCommand(
 		newGateCmd(c),
 		newBackendCmd(c),
-		newDemoCmd(c),
-		newChatCmd(c),
 		newVersionCmd(c),
 		newTopCmd(c),
 		newRoutesCmd(c),
 		newHealthCmd(c),
-		newBenchCmd(c),
 	)
+	env := &Env{c: c}
+	for _, add := range c.commands {
+		root.AddCommand(add(env))
+	}
+	renameExamples(root, c.name)
 	return root
 }
 
