@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/zcluster/zcluster/codec"
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/relay"
 )
 
@@ -83,6 +84,8 @@ func DefaultConfig() Config {
 		DrainTimeout: 5 * time.Second,
 		DrainQuiet:   300 * time.Millisecond,
 		Version:      "dev",
+		InboxMax:     inbox.DefaultMaxLen,
+		InboxTTL:     inbox.DefaultTTL,
 	}
 }
 
@@ -120,6 +123,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

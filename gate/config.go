@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
@@ -99,6 +100,8 @@ func DefaultConfig() Config {
 		RequestTimeout: 10 * time.Second,
 		MaxInflight:    DefaultMaxInflight,
 		Version:        "dev",
+		InboxMax:       inbox.DefaultMaxLen,
+		InboxTTL:       inbox.DefaultTTL,
 	}
 }
 
@@ -133,6 +136,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -7,16 +7,18 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+
+	"github.com/zcluster/zcluster/protocol"
 )
 
 // Client frames of the reliable channel (stock zinx TLV frames; all
-// integers big-endian). The msgIDs are reserved next to the framework's
-// others (9 kick, 65534 heartbeat, 65535 error).
+// integers big-endian). The msgIDs are reserved in package protocol, next
+// to the framework's others (9 kick, 65534 heartbeat, 65535 error).
 const (
 	// MsgMessage (gate -> client) carries one reliable message:
 	//
 	//	offset uint64 | epoch uint64 | app msgID uint32 | app payload
-	MsgMessage uint32 = 65533
+	MsgMessage = protocol.MsgReliable
 	// MsgResume is the resume request (client -> gate, after login):
 	//
 	//	epoch uint64 | last offset seen uint64          (exactly 16 bytes)
@@ -31,7 +33,7 @@ const (
 	// expired, or the epoch changed: offsets restarted). The gate may send
 	// a StatusGap answer again later, unasked, if history is lost while the
 	// client is connected.
-	MsgResume uint32 = 65532
+	MsgResume = protocol.MsgResume
 )
 
 // Resume answer statuses.
