@@ -294,7 +294,7 @@ func (g *Gate) fill(ctx context.Context, ic *inboxConn, pg *inbox.Page) error {
 		pg = nil
 		// Let the page be written before reading the next: a long replay
 		// must not fill the client's send queue.
-		if err := ic.c.conn.Flush(pageFlush); err != nil && ic.c.conn.Closed() {
+		if err := ic.c.conn.Flush(pageFlush); err != nil && ic.c.conn.Context().Err() != nil {
 			return nil
 		}
 	}
