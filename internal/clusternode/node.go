@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/room"
@@ -45,6 +46,10 @@ type Config struct {
 	Handler relay.Handler
 	// RelayTLS, if set, puts the relay's links under TLS.
 	RelayTLS *relay.TLSConfig
+	// InboxMaxLen and InboxTTL bound each user's reliable inbox (0: the
+	// inbox package's defaults).
+	InboxMaxLen int
+	InboxTTL    time.Duration
 }
 
 // Node is a started cluster member.
@@ -56,6 +61,7 @@ type Node struct {
 	Sessions *session.Store
 	// Rooms is the room directory (on the same Redis as Sessions).
 	Rooms    *room.Store
+	Inbox    *inbox.Store
 	relayAdv string
 	gone     goneWatch
 
@@ -104,6 +110,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.Rooms = room.New(cfg.Redis, "")
+	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
+	if err != nil {
+		return nil, err
+	}
 	regCfg := n.registryConfig()
 	n.Topology, err = registry.Watch(ctx, regCfg)
 	if err != nil {
