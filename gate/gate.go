@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/zinxkit"
@@ -53,7 +54,10 @@ type Gate struct {
 
 	node      *clusternode.Node
 	server    *zinxkit.Server
+	ws        *clientnet.WSServer  // nil unless Config.WSListen
+	kcp       *clientnet.KCPServer // nil unless Config.KCPListen
 	clientAdv string
+	conns     [numTransports]atomic.Int64 // open connections by transport
 
 	mu      sync.RWMutex
 	clients map[string]*client // by session id
@@ -74,10 +78,11 @@ type Gate struct {
 
 // client is the gate's state for one client connection.
 type client struct {
-	conn  *zinxkit.Conn
-	sid   string
-	sidB  []byte
-	token string
+	conn      clientConn
+	transport transport
+	sid       string
+	sidB      []byte
+	token     string
 	// slots holds one token per forwarded request not answered yet;
 	// capacity Config.MaxInflight.
 	slots   chan struct{}
@@ -181,8 +186,11 @@ func (g *Gate) Start(ctx context.Context) error {
 		return fmt.Errorf("gate %s: client listener: %w", g.cfg.ID, err)
 	}
 	g.clientAdv, err = clusternode.AdvertiseAddr(g.cfg.Advertise, g.server.Addr())
+	if err == nil {
+		err = g.startExtraListeners()
+	}
 	if err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -191,7 +199,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		routes = append(routes, h.route)
 	}
 	if err := g.node.Register(ctx, g.clientAdv, routes); err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -314,7 +322,7 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 					_ = c.conn.Flush(d)
 				}
 			}
-			g.server.Stop()
+			g.stopListeners()
 			// Wait for OnClose of every connection (it starts the unbinds).
 			for g.Sessions() > 0 && ctx.Err() == nil {
 				time.Sleep(10 * time.Millisecond)
@@ -522,36 +530,31 @@ func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
 	}
 }
 
-// clientHandler adapts the gate to zinxkit's connection events.
-type clientHandler struct{ g *Gate }
-
-func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
-	g := h.g
+// openClient gives a new connection, of any transport, its session.
+func (g *Gate) openClient(conn clientConn, tr transport) *client {
 	sid := session.NewID()
-	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
-	conn.Value = c
+	c := &client{conn: conn, transport: tr, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
 	if g.stopping.Load() {
 		c.closing.Store(true)
 		_ = conn.Send(MsgKick, kickPayload("gate shutting down"))
 		conn.Close()
-		return
+		return c
 	}
 	g.mu.Lock()
 	g.clients[sid] = c
 	g.mu.Unlock()
-	g.cfg.Observer.ConnOpened()
+	g.conns[tr].Add(1)
+	g.cfg.Observer.ConnOpened(tr.String())
+	return c
 }
 
-func (h clientHandler) OnClose(conn *zinxkit.Conn) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok {
-		return
-	}
+// closeClient forgets a connection that ended and unbinds its session.
+func (g *Gate) closeClient(c *client) {
 	g.mu.Lock()
 	if g.clients[c.sid] == c {
 		delete(g.clients, c.sid)
-		g.cfg.Observer.ConnClosed()
+		g.conns[c.transport].Add(-1)
+		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
 	g.mu.Unlock()
 	user, _ := c.identity()
@@ -571,10 +574,10 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	})
 }
 
-func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok || c.closing.Load() {
+// onFrame routes one client frame, whatever the transport; it runs on the
+// connection's reader goroutine.
+func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
+	if c.closing.Load() {
 		return
 	}
 	user, userB := c.identity()
