@@ -46,7 +46,7 @@ func TestChatWrongPort(t *testing.T) {
 	chatTo := func(addr string) (time.Duration, error) {
 		c := testCLI(io.Discard)
 		start := time.Now()
-		err := c.runChat(ctx, addr, "zed", false)
+		err := c.runChat(ctx, chatOptions{gates: []string{addr}, user: "zed"})
 		return time.Since(start), err
 	}
 

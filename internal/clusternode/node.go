@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
@@ -44,6 +45,10 @@ type Config struct {
 	Handler relay.Handler
 	// RelayTLS, if set, puts the relay's links under TLS.
 	RelayTLS *relay.TLSConfig
+	// InboxMaxLen and InboxTTL bound each user's reliable inbox (0: the
+	// inbox package's defaults).
+	InboxMaxLen int
+	InboxTTL    time.Duration
 }
 
 // Node is a started cluster member.
@@ -53,6 +58,7 @@ type Node struct {
 	Topology *registry.Topology
 	Relay    *relay.Relay
 	Sessions *session.Store
+	Inbox    *inbox.Store
 	relayAdv string
 
 	regMu sync.Mutex
@@ -96,6 +102,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	var err error
 	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: "", TTL: cfg.SessionTTL, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
 	if err != nil {
 		return nil, err
 	}
