@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/zcluster/zcluster/internal/metrics"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/web"
 )
 
 const (
@@ -76,6 +78,10 @@ type nodeFlags struct {
 	relayTLSKey        string
 	relayTLSCA         string
 	relayTLSServerName string
+
+	// reliable inbox (issue 14)
+	inboxMax int
+	inboxTTL time.Duration
 }
 
 // bindNodeFlags defines the flags of a node of kind on fs, with defaults
@@ -112,6 +118,8 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.relayTLSServerName, "relay-tls-server-name", "", "name checked in peers' relay certificates (default: the host of each peer's relay address)")
 	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
+	fs.IntVar(&f.inboxMax, "inbox-max", gd.InboxMax, "reliable messages kept per user inbox (backend.Deliver); older ones are trimmed and a resume from before them answers gap")
+	fs.DurationVar(&f.inboxTTL, "inbox-ttl", gd.InboxTTL, "how long a reliable message is kept in a user's inbox")
 	fs.StringVar(&f.app, "app", f.apps.defaultName(), "application whose handlers the node runs ("+f.apps.names()+")")
 	fs.StringVar(&f.httpAddr, "http", "", "serve /metrics (Prometheus), /healthz and /readyz on this host:port (default: off)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on --http")
@@ -144,6 +152,12 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	}
 	if f.sessionTTL < time.Second {
 		return fmt.Errorf("--session-ttl %v: must be at least 1s", f.sessionTTL)
+	}
+	if f.inboxMax < 1 {
+		return fmt.Errorf("--inbox-max %d: must be at least 1", f.inboxMax)
+	}
+	if f.inboxTTL < time.Second {
+		return fmt.Errorf("--inbox-ttl %v: must be at least 1s", f.inboxTTL)
 	}
 	if _, err := f.apps.lookup(f.app); err != nil {
 		return err
@@ -252,6 +266,8 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		Version:      version(),
 		Logger:       c.log,
 		Observer:     obs,
+		InboxMax:     f.inboxMax,
+		InboxTTL:     f.inboxTTL,
 	})
 	if err != nil {
 		return err
@@ -259,7 +275,18 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 	if err := app.setupGate(g); err != nil {
 		return err
 	}
+	var endpoint atomic.Pointer[web.Endpoint] // set once g has started
+	var pages map[string]http.Handler
+	if f.wsListen != "" {
+		pages = map[string]http.Handler{chatPagePrefix: web.Handler(chatPagePrefix, func() []web.Endpoint {
+			if e := endpoint.Load(); e != nil {
+				return []web.Endpoint{*e}
+			}
+			return nil
+		})}
+	}
 	return c.serveNode(ctx, f, st, node{
+		web:      pages,
 		start:    g.Start,
 		shutdown: g.Shutdown,
 		started: func() {
@@ -269,6 +296,9 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 			c.log.Info("gate running", "id", g.ID(), "app", f.app, "clients", g.ClientAddr(), "relay", g.RelayAddr())
 			if u := g.WSURL(); u != "" {
 				c.log.Info("websocket clients", "id", g.ID(), "url", u, "origins", originsText(f.wsOrigins))
+				if e, ok := web.EndpointOf(g.ID(), u); ok {
+					endpoint.Store(&e)
+				}
 			}
 			if a := g.KCPAddr(); a != "" {
 				c.log.Info("kcp clients", "id", g.ID(), "addr", a)
@@ -311,6 +341,8 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		Version:     version(),
 		Logger:      c.log,
 		Observer:    obs,
+		InboxMax:    f.inboxMax,
+		InboxTTL:    f.inboxTTL,
 	})
 	if err != nil {
 		return err
@@ -341,6 +373,9 @@ type node struct {
 	ready func(context.Context) error
 	// metrics is nil unless --http is set.
 	metrics *metrics.Metrics
+	// web, if set, is served on --http too (the chat page of a gate with
+	// a WebSocket listener), by ServeMux pattern.
+	web map[string]http.Handler
 }
 
 // serveNode checks that etcd and Redis answer, starts n, waits for ctx to
@@ -362,12 +397,16 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 				return n.ready(ctx)
 			},
 			Pprof: f.pprof,
+			Extra: n.web,
 		}), c.log)
 		if err != nil {
 			return err
 		}
 		defer hs.close()
 		c.log.Info("http serving", "id", f.id, "addr", hs.addr(), "pprof", f.pprof)
+		if n.web != nil {
+			c.log.Info("chat page", "id", f.id, "url", "http://"+hs.addr()+chatPagePrefix)
+		}
 	}
 	if err := st.check(ctx, f.etcdPrefix); err != nil {
 		return err
@@ -394,7 +433,7 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 	if sctx.Err() != nil {
 		return fmt.Errorf("%s: shutdown did not finish within %v", f.id, shutdownTimeout)
 	}
-	c.log.Info("stopped", "id", f.id)
+	c.log.Debug("stopped", "id", f.id) // the gate or backend logged its own "stopped" line
 	return nil
 }
 
@@ -427,6 +466,10 @@ func readiness(registered func() bool, pingRedis func(context.Context) error) fu
 		return nil
 	}
 }
+
+// chatPagePrefix is where a gate's --http server serves the chat page
+// (web/chat.html) and web/zcluster.js when it has a WebSocket listener.
+const chatPagePrefix = "/chat/"
 
 // originsText describes --ws-origins for the startup log.
 func originsText(origins string) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -56,15 +57,15 @@ func TestDemoTour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 8 {
-		t.Fatalf("%d steps, want 8", len(results))
+	if len(results) != 9 {
+		t.Fatalf("%d steps, want 9", len(results))
 	}
 	for _, r := range results {
 		if r.Err != nil {
 			t.Errorf("%s", r)
 		}
 	}
-	if !strings.Contains(out.String(), "tour: 8/8 passed\n") {
+	if !strings.Contains(out.String(), "tour: 9/9 passed\n") {
 		t.Errorf("no summary line in output")
 	}
 }
@@ -101,7 +102,7 @@ func TestChat(t *testing.T) {
 	c := testCLI(&out)
 	c.stdin = stdin
 	done := make(chan error, 1)
-	go func() { done <- c.runChat(ctx, g1.Addr, "alice") }()
+	go func() { done <- c.runChat(ctx, chatOptions{gates: []string{g1.Addr}, user: "alice", prompt: true}) }()
 
 	waitFor := func(want string) {
 		t.Helper()
@@ -114,6 +115,7 @@ func TestChat(t *testing.T) {
 		}
 	}
 	waitFor("logged in as alice on " + g1.ID)
+	waitFor("alice@" + g1.ID + "> ")
 	if _, err := io.WriteString(typing, "@bob hi there\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +123,16 @@ func TestChat(t *testing.T) {
 	if err := expectJSON(ctx, bob, chat.MsgDelivered, &m); err != nil || m != (chat.Message{From: "alice", Text: "hi there"}) {
 		t.Fatalf("bob got %+v (%v)", m, err)
 	}
-	waitFor("sent\n")
 	_ = sendJSON(bob, chat.MsgSend, chat.SendRequest{To: "alice", Text: "hello alice"})
 	waitFor("[bob] hello alice\n")
 	_, _ = io.WriteString(typing, "/echo around\n@carol hm\n")
 	waitFor("echo: around\n")
 	waitFor("carol is offline\n")
+	// The replies to alice's sends come back in order: the one to
+	// "@bob hi there" came before "carol is offline", and printed nothing.
+	if regexp.MustCompile(`(^|\n|\[K)sent\n`).MatchString(out.String()) {
+		t.Errorf("chat printed a line for a delivered send:\n%s", out.String())
+	}
 
 	// A second login of alice kicks the chat client, which then exits 0.
 	alice2, err := dialGate(ctx, g2)
@@ -182,7 +188,7 @@ func TestRenderFrame(t *testing.T) {
 		{zclient.Frame{MsgID: chat.MsgDelivered, Payload: js(chat.Message{From: "bob", Text: "hi"})}, "[bob] hi", false},
 		{zclient.Frame{MsgID: chat.MsgBroadcasted, Payload: js(chat.Message{From: "alice", Text: "hello"})}, "[all] alice: hello", false},
 		{zclient.Frame{MsgID: chat.MsgChainEcho, Payload: []byte("text")}, "echo: text", false},
-		{zclient.Frame{MsgID: chat.MsgSend, Payload: js(chat.SendReply{OK: true})}, "sent", false},
+		{zclient.Frame{MsgID: chat.MsgSend, Payload: js(chat.SendReply{OK: true})}, "", false},
 		{zclient.Frame{MsgID: chat.MsgSend, Payload: js(chat.SendReply{Error: "bob is offline"})}, "bob is offline", false},
 		{zclient.Frame{MsgID: chat.MsgError, Payload: []byte(`{"msg_id":2,"error":"not logged in"}`)}, "error: not logged in", false},
 		{zclient.Frame{MsgID: chat.MsgKick, Payload: []byte(`{"reason":"logged in elsewhere"}`)}, "kicked: logged in elsewhere", true},
@@ -191,6 +197,92 @@ func TestRenderFrame(t *testing.T) {
 		got, kicked := renderFrame(tc.f)
 		if got != tc.want || kicked != tc.kicked {
 			t.Errorf("renderFrame(%d %s) = %q, %v; want %q, %v", tc.f.MsgID, tc.f.Payload, got, kicked, tc.want, tc.kicked)
+		}
+	}
+}
+
+// TestChatResumesAfterReconnect: `zcluster chat` prints reliable messages
+// stored while it was away; when its gate stops it logs in on the next
+// gate of --gate and resumes after the last message it printed: nothing
+// missed, nothing twice.
+func TestChatResumesAfterReconnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	d, err := startDemo(ctx, demoOptions{gates: 2}, io.Discard, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	g1, g2 := tourGate{d.gates[0].ID(), d.gates[0].ClientAddr()}, tourGate{d.gates[1].ID(), d.gates[1].ClientAddr()}
+	bob, err := dialGate(ctx, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if _, err := loginAs(ctx, bob, "bob", g2.ID); err != nil {
+		t.Fatal(err)
+	}
+	rsend := func(text string) chat.ReliableReply {
+		t.Helper()
+		_ = sendJSON(bob, chat.MsgReliable, chat.SendRequest{To: "alice", Text: text})
+		var r chat.ReliableReply
+		if err := expectJSON(ctx, bob, chat.MsgReliable, &r); err != nil || !r.OK {
+			t.Fatalf("reliable send %q: %+v %v", text, r, err)
+		}
+		return r
+	}
+	if r := rsend("before you came"); !r.Queued {
+		t.Fatalf("alice is offline, want queued: %+v", r)
+	}
+
+	stdin, typing := io.Pipe()
+	defer typing.Close()
+	var out lockedBuffer
+	c := testCLI(&out)
+	c.stdin = stdin
+	done := make(chan error, 1)
+	go func() {
+		done <- c.runChat(ctx, chatOptions{gates: []string{g1.Addr, g2.Addr}, user: "alice", reconnect: 10 * time.Second})
+	}()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("chat output has no %q:\n%s", want, out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("[bob] before you came (sent while you were away)\n")
+	rsend("live one")
+	waitFor("[bob] live one\n")
+
+	// alice's gate stops; bob keeps writing to her.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	_ = d.gates[0].Shutdown(sctx)
+	scancel()
+	rsend("while you moved")
+	waitFor("logged in again as alice on " + g2.ID)
+	waitFor("[bob] while you moved")
+	rsend("after the move")
+	waitFor("[bob] after the move\n")
+	_, _ = io.WriteString(typing, "/quit\n")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("chat: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("chat did not exit on /quit")
+	}
+	for _, m := range []string{"before you came", "live one", "while you moved", "after the move"} {
+		if n := strings.Count(out.String(), "] "+m); n != 1 {
+			t.Errorf("%q printed %d times:\n%s", m, n, out.String())
 		}
 	}
 }

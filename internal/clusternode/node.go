@@ -16,8 +16,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/room"
 	"github.com/zcluster/zcluster/session"
 )
 
@@ -44,6 +46,10 @@ type Config struct {
 	Handler relay.Handler
 	// RelayTLS, if set, puts the relay's links under TLS.
 	RelayTLS *relay.TLSConfig
+	// InboxMaxLen and InboxTTL bound each user's reliable inbox (0: the
+	// inbox package's defaults).
+	InboxMaxLen int
+	InboxTTL    time.Duration
 }
 
 // Node is a started cluster member.
@@ -53,7 +59,11 @@ type Node struct {
 	Topology *registry.Topology
 	Relay    *relay.Relay
 	Sessions *session.Store
+	// Rooms is the room directory (on the same Redis as Sessions).
+	Rooms    *room.Store
+	Inbox    *inbox.Store
 	relayAdv string
+	gone     goneWatch
 
 	regMu sync.Mutex
 	reg   *registry.Registration
@@ -96,6 +106,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	var err error
 	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: "", TTL: cfg.SessionTTL, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	n.Rooms = room.New(cfg.Redis, "")
+	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
 	if err != nil {
 		return nil, err
 	}
@@ -189,15 +204,17 @@ func (n *Node) PickOther(group, key string) (registry.Node, bool) {
 	return n.Topology.PickExcept(group, key, n.isAvoided)
 }
 
-// AnnounceLeaving tells every other node that this one is shutting down, so
-// they stop sending it anything new at once, without waiting for etcd's
-// watch to deliver its deregistration.
+// AnnounceLeaving tells the other nodes this one has a link to that it is
+// shutting down, so they stop sending it anything new at once, without
+// waiting for etcd's watch to deliver its deregistration. It opens no link:
+// a node this one never sent to learns it from etcd (and from the end of its
+// own link here, if it has one).
 func (n *Node) AnnounceLeaving(ctx context.Context) {
 	for _, nd := range n.Topology.All() {
 		if nd.ID == n.cfg.ID {
 			continue
 		}
-		if err := n.Relay.Send(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil {
+		if err := n.Relay.SendIfLinked(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil && !errors.Is(err, relay.ErrNoLink) {
 			n.log.Debug("leaving notice not sent", "to", nd.ID, "cause", err)
 		}
 	}
@@ -279,7 +296,7 @@ func (n *Node) Register(ctx context.Context, clientAddr string, routes []registr
 	n.regMu.Lock()
 	n.reg = reg
 	n.regMu.Unlock()
-	n.log.Info("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
+	n.log.Debug("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
 	return nil
 }
 
@@ -320,6 +337,7 @@ func (n *Node) Close(ctx context.Context) {
 	if n.unsubscribe != nil {
 		n.unsubscribe()
 	}
+	n.stopGone()
 	n.dropMu.Lock()
 	for id, t := range n.drops {
 		t.Stop()
