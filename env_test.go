@@ -40,26 +40,30 @@ func TestEnvName(t *testing.T) {
 
 func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 	f, err := parseNode(t, kindGate, nil, map[string]string{
-		"ZC_ETCD":         "10.0.0.1:2379,10.0.0.2:2379",
-		"ZC_ETCD_PREFIX":  "/other",
-		"ZC_REDIS":        "10.0.0.3:6379",
-		"ZC_SECRET":       "s3",
-		"ZC_TTL":          "7s",
-		"ZC_SESSION_TTL":  "1m",
-		"ZC_MAX_FRAME":    "1024",
-		"ZC_MAX_INFLIGHT": "8",
-		"ZC_INSECURE":     "true",
-		"ZC_ID":           "gate-env",
-		"ZC_LISTEN":       "127.0.0.1:1",
-		"ZC_RELAY":        "127.0.0.1:2",
-		"ZC_ADVERTISE":    "10.0.0.9",
-		"ZC_APP":          "chat",
+		"ZC_ETCD":          "10.0.0.1:2379,10.0.0.2:2379",
+		"ZC_ETCD_PREFIX":   "/other",
+		"ZC_REDIS":         "10.0.0.3:6379",
+		"ZC_SECRET":        "s3",
+		"ZC_TTL":           "7s",
+		"ZC_SESSION_TTL":   "1m",
+		"ZC_MAX_FRAME":     "1024",
+		"ZC_MAX_INFLIGHT":  "8",
+		"ZC_LOGIN_TIMEOUT": "3s",
+		"ZC_IDLE_TIMEOUT":  "0",
+		"ZC_MAX_CONNS":     "7",
+		"ZC_CLIENT_RATE":   "2.5",
+		"ZC_INSECURE":      "true",
+		"ZC_ID":            "gate-env",
+		"ZC_LISTEN":        "127.0.0.1:1",
+		"ZC_RELAY":         "127.0.0.1:2",
+		"ZC_ADVERTISE":     "10.0.0.9",
+		"ZC_APP":           "chat",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := nodeFlags{
-		id: "gate-env", listen: "127.0.0.1:1", maxFrame: 1024, maxInflight: 8, relay: "127.0.0.1:2", advertise: "10.0.0.9",
+		id: "gate-env", listen: "127.0.0.1:1", maxFrame: 1024, maxInflight: 8, loginTimeout: 3 * time.Second, maxConns: 7, clientRate: 2.5, relay: "127.0.0.1:2", advertise: "10.0.0.9",
 		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redis: "10.0.0.3:6379",
 		secret: "s3", insecure: true, ttl: 7 * time.Second, sessionTTL: time.Minute, app: "chat",
 	}

@@ -19,9 +19,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
@@ -68,8 +71,10 @@ type Gate struct {
 	wg       sync.WaitGroup
 	started  atomic.Bool
 	stopping atomic.Bool
-	stopOnce sync.Once
-	done     chan struct{}
+	// fullLogged is set while the gate is full and has said so once.
+	fullLogged atomic.Bool
+	stopOnce   sync.Once
+	done       chan struct{}
 }
 
 // client is the gate's state for one client connection.
@@ -80,11 +85,16 @@ type client struct {
 	token string
 	// slots holds one token per forwarded request not answered yet;
 	// capacity Config.MaxInflight.
-	slots   chan struct{}
-	mu      sync.Mutex
-	user    string
-	userB   []byte
-	closing atomic.Bool
+	slots chan struct{}
+	// limiter enforces Config.ClientRate; nil when there is none. Used on
+	// the reader goroutine only.
+	limiter *rate.Limiter
+	// loginTimer enforces Config.LoginTimeout; nil when there is none.
+	loginTimer *time.Timer
+	mu         sync.Mutex
+	user       string
+	userB      []byte
+	closing    atomic.Bool
 }
 
 func (c *client) login(user string) bool {
@@ -94,6 +104,9 @@ func (c *client) login(user string) bool {
 		return false
 	}
 	c.user, c.userB = user, []byte(user)
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
 	return true
 }
 
@@ -140,6 +153,9 @@ func (g *Gate) markSuspect(nodeID string) { g.node.Avoid(nodeID, suspectFor) }
 func (g *Gate) Handle(msgID uint32, name string, fn HandlerFunc, opts ...HandleOption) {
 	if g.started.Load() {
 		panic("gate: Handle after Start")
+	}
+	if protocol.Reserved(msgID) {
+		panic(fmt.Sprintf("gate: Handle(%d, %q): msgID %d is reserved by the client protocol (see package protocol)", msgID, name, msgID))
 	}
 	r := registry.Route{MsgID: msgID, Group: registry.GateGroup, Name: name}
 	for _, o := range opts {
@@ -197,6 +213,9 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	if g.cfg.IdleTimeout > 0 {
+		g.goLoop(g.idleLoop)
+	}
 	return nil
 }
 
@@ -355,6 +374,34 @@ func (g *Gate) sweepLoop() {
 					text = fmt.Sprintf("request timed out after %v (node %s)", g.cfg.RequestTimeout, r.node)
 				}
 				g.sendErrorTo(r.session, r.msgID, text)
+			}
+		}
+	}
+}
+
+// idleLoop closes connections that have sent no byte for IdleTimeout,
+// except those waiting for answers to their requests.
+func (g *Gate) idleLoop() {
+	t := time.NewTicker(min(max(g.cfg.IdleTimeout/4, 10*time.Millisecond), 5*time.Second))
+	defer t.Stop()
+	var idle []*client
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			cutoff := now.Add(-g.cfg.IdleTimeout)
+			idle = idle[:0]
+			g.mu.RLock()
+			for _, c := range g.clients {
+				if len(c.slots) == 0 && c.conn.LastRead().Before(cutoff) && !c.closing.Load() {
+					idle = append(idle, c)
+				}
+			}
+			g.mu.RUnlock()
+			for i, c := range idle {
+				g.kickLocal(c, "idle")
+				idle[i] = nil
 			}
 		}
 	}
@@ -537,10 +584,44 @@ func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
 		return
 	}
 	g.mu.Lock()
+	if len(g.clients) >= g.cfg.MaxConns {
+		g.mu.Unlock()
+		g.refuseFull(c)
+		return
+	}
 	g.clients[sid] = c
 	g.mu.Unlock()
 	g.cfg.Observer.ConnOpened()
+	if g.cfg.ClientRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(g.cfg.ClientRate), g.cfg.ClientBurst)
+	}
+	if g.cfg.LoginTimeout > 0 {
+		c.mu.Lock()
+		c.loginTimer = time.AfterFunc(g.cfg.LoginTimeout, func() {
+			if u, _ := c.identity(); u == "" {
+				g.kickLocal(c, "login timeout")
+			}
+		})
+		c.mu.Unlock()
+	}
 }
+
+// refuseFull tells a connection over Config.MaxConns why and closes it.
+func (g *Gate) refuseFull(c *client) {
+	c.closing.Store(true)
+	if g.fullLogged.CompareAndSwap(false, true) {
+		g.log.Warn("gate full: refusing new connections", "max_conns", g.cfg.MaxConns)
+	}
+	_ = c.conn.Send(MsgKick, kickPayload("gate full"))
+	g.goLoop(func() {
+		_ = c.conn.Flush(time.Second)
+		c.conn.Close()
+	})
+}
+
+// Full reports whether the gate holds Config.MaxConns connections, so that
+// a new one would be refused ("gate full"); /readyz reports it not ready.
+func (g *Gate) Full() bool { return g.Sessions() >= g.cfg.MaxConns }
 
 func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	g := h.g
@@ -553,7 +634,16 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 		delete(g.clients, c.sid)
 		g.cfg.Observer.ConnClosed()
 	}
+	full := len(g.clients) >= g.cfg.MaxConns
 	g.mu.Unlock()
+	if !full && g.fullLogged.Load() {
+		g.fullLogged.Store(false)
+	}
+	c.mu.Lock()
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
+	c.mu.Unlock()
 	user, _ := c.identity()
 	if user == "" {
 		return
@@ -575,6 +665,15 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 	g := h.g
 	c, ok := conn.Value.(*client)
 	if !ok || c.closing.Load() {
+		return
+	}
+	if c.limiter != nil && !c.limiter.Allow() {
+		g.cfg.Observer.MessageIn(msgID, "")
+		g.sendError(c, msgID, "rate limited")
+		return
+	}
+	if msgID == MsgHeartbeat {
+		_ = c.conn.Send(MsgHeartbeat, payload)
 		return
 	}
 	user, userB := c.identity()

@@ -265,3 +265,240 @@ func TestInflightLimitBlocksOnlyItsConnection(t *testing.T) {
 		t.Fatalf("shutdown with a blocked reader took %v", d)
 	}
 }
+
+// expectKick waits for msgID 9 with reason, then for the connection to
+// close.
+func expectKick(t *testing.T, conn *zclient.Conn, reason string, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	f, skipped, err := conn.Expect(ctx, chat.MsgKick)
+	if err != nil {
+		t.Fatalf("no kick %q within %v: %v (skipped %s)", reason, within, err, chatkit.Describe(skipped))
+	}
+	if want := `{"reason":"` + reason + `"}`; string(f.Payload) != want {
+		t.Fatalf("kick %s, want %s", f.Payload, want)
+	}
+	select {
+	case <-conn.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("connection still open 5s after the kick %q", reason)
+	}
+}
+
+// echoOK fails the test unless conn's echo is answered.
+func echoOK(t *testing.T, conn *zclient.Conn, text string) {
+	t.Helper()
+	if err := conn.Send(chat.MsgEcho, []byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	if f := chatkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != text {
+		t.Fatalf("echo %q, want %q", f.Payload, text)
+	}
+}
+
+// stillOpen fails the test if conn was closed.
+func stillOpen(t *testing.T, conn *zclient.Conn, what string) {
+	t.Helper()
+	select {
+	case <-conn.Done():
+		t.Fatalf("%s: connection closed", what)
+	default:
+	}
+}
+
+// TestLoginTimeout: a connection that has not logged in within
+// --login-timeout gets msgID 9 "login timeout" and is closed; anonymous
+// routes work until then; a logged-in connection stays.
+func TestLoginTimeout(t *testing.T) {
+	const timeout = 700 * time.Millisecond
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.LoginTimeout = timeout })
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	anon := dial(t, g)
+	user := dial(t, g)
+	start := time.Now()
+	chatkit.Login(t, user, "alice")
+	echoOK(t, anon, "before the timeout") // anonymous route
+	expectKick(t, anon, "login timeout", 10*time.Second)
+	if d := time.Since(start); d < timeout/2 {
+		t.Fatalf("kicked after %v, before the %v timeout", d, timeout)
+	}
+	time.Sleep(timeout)
+	stillOpen(t, user, "logged-in client")
+	echoOK(t, user, "after the timeout")
+
+	// Disabled: nothing happens.
+	g2 := c.startGateWith("gate-2", func(cfg *gate.Config) { cfg.LoginTimeout = -1 })
+	quiet := dial(t, g2)
+	time.Sleep(2 * timeout)
+	stillOpen(t, quiet, "login timeout disabled")
+	echoOK(t, quiet, "still here")
+}
+
+// TestIdleTimeout: a connection that sends no byte for --idle-timeout is
+// closed with reason "idle", also one stalled in the middle of a frame;
+// heartbeats (answered by the gate itself, before login) and any other
+// frame keep a connection open.
+func TestIdleTimeout(t *testing.T) {
+	const idle = 700 * time.Millisecond
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.IdleTimeout = idle
+		cfg.LoginTimeout = -1
+	})
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	silent := dial(t, g)
+	beating := dial(t, g)
+	talking := dial(t, g)
+	chatkit.Login(t, talking, "alice")
+	stalled := rawConn(t, g.ListenAddr())
+	// Half a frame: the header of a 100-byte frame and 10 bytes of it.
+	if _, err := stalled.Write(frame.Append(nil, chat.MsgEcho, make([]byte, 100))[:frame.HeaderLen+10]); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return nil
+				case <-time.After(idle / 4):
+				}
+				p := []byte(fmt.Sprintf("beat-%d", i))
+				if err := beating.Send(gate.MsgHeartbeat, p); err != nil {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				f, skipped, err := beating.Expect(ctx, gate.MsgHeartbeat)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("heartbeat %d: %w (skipped %s)", i, err, chatkit.Describe(skipped))
+				}
+				if string(f.Payload) != string(p) {
+					return fmt.Errorf("heartbeat answer %q, want %q", f.Payload, p)
+				}
+				if i%2 == 0 {
+					if err := talking.Send(chat.MsgEcho, p); err != nil {
+						return err
+					}
+				}
+			}
+		}()
+	}()
+	start := time.Now()
+	expectKick(t, silent, "idle", 10*time.Second)
+	if d := time.Since(start); d < idle/2 {
+		t.Fatalf("silent client closed after %v, before the %v idle timeout", d, idle)
+	}
+	if d, _ := waitClosed(t, stalled, 10*time.Second); d > 10*time.Second {
+		t.Fatalf("stalled client closed after %v", d)
+	}
+	time.Sleep(2 * idle)
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stillOpen(t, beating, "heartbeating client")
+	stillOpen(t, talking, "talking client")
+	echoOK(t, beating, "alive")
+}
+
+// TestMaxConns: past --max-conns a new connection gets msgID 9 "gate full"
+// and is closed; the others are untouched; the gate reports itself full
+// (/readyz) until one leaves.
+func TestMaxConns(t *testing.T) {
+	const limit = 3
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.MaxConns = limit
+		cfg.LoginTimeout = -1
+	})
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	var conns []*zclient.Conn
+	for range limit {
+		conns = append(conns, dial(t, g))
+	}
+	chatkit.Login(t, conns[0], "alice")
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !g.Full() {
+			return fmt.Errorf("gate not full with %d connections", g.Sessions())
+		}
+		return nil
+	})
+	extra := dial(t, g)
+	expectKick(t, extra, "gate full", 5*time.Second)
+	for i, conn := range conns {
+		echoOK(t, conn, fmt.Sprintf("still served %d", i))
+	}
+	_ = conns[2].Close()
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if g.Full() {
+			return fmt.Errorf("gate still full with %d connections", g.Sessions())
+		}
+		return nil
+	})
+	echoOK(t, dial(t, g), "room again")
+}
+
+// TestClientRate: over --client-rate a frame gets the error frame "rate
+// limited" and the connection stays; another client is not limited by it.
+func TestClientRate(t *testing.T) {
+	const perSecond, burst = 10, 5
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.ClientRate = perSecond
+		cfg.ClientBurst = burst
+	})
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	fast := dial(t, g)
+	other := dial(t, g)
+	const n = 40
+	for i := range n {
+		if err := fast.Send(chat.MsgEcho, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	echoes, limited := 0, 0
+	for echoes+limited < n {
+		f, err := fast.Recv(ctxTimeout(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("after %d echoes and %d limited: %v", echoes, limited, err)
+		}
+		switch f.MsgID {
+		case chat.MsgEcho:
+			echoes++
+		case chat.MsgError:
+			e := decodeError(t, f)
+			if e.Error != "rate limited" || e.MsgID != chat.MsgEcho {
+				t.Fatalf("error frame %s, want rate limited for msgID %d", f.Payload, chat.MsgEcho)
+			}
+			limited++
+		}
+	}
+	// 40 frames in well under a second: the burst of 5 and about one more
+	// per 100ms pass.
+	if echoes < burst || echoes > n/2 || limited < n/2 {
+		t.Fatalf("%d echoes, %d rate limited; want about %d echoes", echoes, limited, burst)
+	}
+	echoOK(t, other, "not limited by the other") // its own bucket
+	time.Sleep(time.Second)                      // the bucket refills
+	stillOpen(t, fast, "rate-limited client")
+	echoOK(t, fast, "served again")
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
