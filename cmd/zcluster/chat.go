@@ -15,6 +15,7 @@ import (
 
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/protocol"
 )
 
 // chatTimeout bounds dialling the gate and the login.
@@ -63,6 +64,9 @@ func (s *syncWriter) println(a ...any) {
 
 // runChat logs in and runs the line client until /quit, end of input, a
 // kick, or ctx ending; it fails if the gate goes away.
+// chatHeartbeat is how often a chat client sends the heartbeat msgID.
+const chatHeartbeat = 20 * time.Second
+
 func (c *cli) runChat(ctx context.Context, gateAddr, user string) error {
 	if user == "" {
 		return errors.New("--user (or ZC_USER) is required")
@@ -101,11 +105,19 @@ func (c *cli) runChat(ctx context.Context, gateAddr, user string) error {
 	defer close(stop)
 	lines := make(chan string)
 	go readLines(c.stdin, lines, stop)
+	// A quiet chat keeps its connection: the gate closes connections that
+	// send nothing for --idle-timeout (60s by default).
+	beat := time.NewTicker(chatHeartbeat)
+	defer beat.Stop()
 
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat.C:
+			if err := conn.Send(protocol.MsgHeartbeat, nil); err != nil {
+				return fmt.Errorf("send to the gate: %w", err)
+			}
 		case err := <-recvDone:
 			return err
 		case line, ok := <-lines:
@@ -145,6 +157,9 @@ func readLines(r io.Reader, lines chan<- string, stop <-chan struct{}) {
 // after a kick and an error when the gate closed the connection otherwise.
 func receive(conn *zclient.Conn, out *syncWriter) error {
 	for f := range conn.Frames() {
+		if f.MsgID == protocol.MsgHeartbeat {
+			continue
+		}
 		line, kicked := renderFrame(f)
 		out.println(line)
 		if kicked {
