@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
@@ -186,7 +187,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: redis client is required", ErrConfig)
 	case len(c.Secret) == 0 && !c.Insecure:
 		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
-	case c.MaxFrame < 16 || c.MaxFrame > 16<<20:
+	case c.MaxFrame < 16 || c.MaxFrame > clusternode.MaxClientFrame:
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
@@ -210,6 +211,9 @@ var (
 	ErrConfig = errors.New("gate: invalid config")
 	// ErrNotLoggedIn is returned by Context methods that need a login.
 	ErrNotLoggedIn = errors.New("gate: not logged in")
+	// ErrBadUser is returned by Login for a user name that is empty, longer
+	// than MaxUserLen bytes or not valid UTF-8.
+	ErrBadUser = errors.New("gate: user name must be 1-64 bytes of UTF-8")
 	// ErrAlreadyLoggedIn is returned by Login on a session that has a user.
 	ErrAlreadyLoggedIn = errors.New("gate: already logged in")
 	// ErrStopped is returned once the gate is shutting down.

@@ -727,6 +727,12 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		if !g.pending.remove(seq) {
 			return // answered or timed out meanwhile: the client was told
 		}
+		if !linkError(err) {
+			// The message itself cannot be sent (too large, ...) or the
+			// gate is stopping: not the node's fault, nor worth a retry.
+			g.sendError(c, msgID, sendFailure(err))
+			return
+		}
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
 		g.markSuspect(node.ID)
@@ -737,6 +743,30 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 		}
 		node = next
 	}
+}
+
+// linkError reports whether a relay Send failed because of the link to the
+// peer (which makes the peer suspect), rather than because of the envelope
+// or this gate stopping.
+func linkError(err error) bool {
+	for _, e := range [...]error{relay.ErrDial, relay.ErrHandshake, relay.ErrBackpressure, relay.ErrLinkDown, relay.ErrLinkDropped, relay.ErrUnknownPeer} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// sendFailure is the error frame text for a Send that failed without a
+// link error.
+func sendFailure(err error) string {
+	switch {
+	case errors.Is(err, relay.ErrTooLarge):
+		return "message too large"
+	case errors.Is(err, relay.ErrClosed), errors.Is(err, context.Canceled):
+		return "gate shutting down"
+	}
+	return "cannot forward: " + err.Error()
 }
 
 // acquireSlot takes one of c's in-flight tokens. When all are taken it

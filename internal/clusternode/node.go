@@ -21,6 +21,17 @@ import (
 	"github.com/zcluster/zcluster/session"
 )
 
+// MaxClientFrame is the largest client payload a gate may be configured to
+// accept (gate.Config.MaxFrame).
+const MaxClientFrame = 16 << 20
+
+// RelayMaxFrame is every node's relay frame limit: any client payload a gate
+// may accept, plus the envelope around it. Gates and backends use the same
+// value, so no frame a gate accepted, and no answer as large, can be
+// refused by a peer's relay (which would break the link for every session
+// on it).
+const RelayMaxFrame = MaxClientFrame + relay.MaxOverhead
+
 // ErrOffline is returned when a session or user has no live owner.
 var ErrOffline = errors.New("offline")
 
@@ -112,6 +123,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Resolve:  n.resolve,
 		Logger:   cfg.Logger,
 		TLS:      cfg.RelayTLS,
+		MaxFrame: RelayMaxFrame,
 	}, cfg.Handler)
 	if err != nil {
 		n.Topology.Close()

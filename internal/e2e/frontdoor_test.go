@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -501,4 +503,94 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// msgRawLogin is a gate handler that logs in with the payload as it is,
+// without the checks the chat app makes: only the framework guards it.
+const msgRawLogin uint32 = 620
+
+// TestBadClientInputBlamesNoNode: a user name of 300 bytes is refused at
+// Login (before it could make every forward fail), and a frame between the
+// relay's old 1 MiB limit and the gate's --max-frame is forwarded and
+// answered; neither makes the gate avoid a healthy node: every other
+// user keeps being served by the same node.
+func TestBadClientInputBlamesNoNode(t *testing.T) {
+	c := newCluster(t)
+	var calls atomic.Int64
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.MaxFrame = 2 << 20
+		cfg.SendQueue = 8 << 20
+	}, func(g *gate.Gate) {
+		g.Handle(msgRawLogin, "raw-login", func(ctx *gate.Context) error {
+			if err := ctx.Login(string(ctx.Payload())); err != nil {
+				return err
+			}
+			return ctx.Reply(msgRawLogin, []byte("ok"))
+		}, gate.Anonymous())
+	})
+	c.startBackend("im-1", chat.GroupIM, setupWhoAmI(&calls))
+	c.startBackend("im-2", chat.GroupIM, setupWhoAmI(&calls))
+	c.waitGroupSize(chat.GroupIM, 2, 10*time.Second)
+
+	// Users spread over both nodes; remember who serves whom.
+	type user struct {
+		conn *zclient.Conn
+		node string
+	}
+	var users []user
+	for i := range 8 {
+		conn := dial(t, g)
+		chatkit.Login(t, conn, fmt.Sprintf("user-%d", i))
+		users = append(users, user{conn, askWhoAmI(t, conn, msgWhoAmI, nil).Node})
+	}
+	checkNodes := func(when string) {
+		t.Helper()
+		for i, u := range users {
+			if got := askWhoAmI(t, u.conn, msgWhoAmI, []byte(when)).Node; got != u.node {
+				t.Fatalf("%s: user-%d moved from %s to %s (a node was avoided)", when, i, u.node, got)
+			}
+		}
+	}
+
+	// A 300-byte name: refused at login, nothing forwarded under it.
+	long := dial(t, g)
+	if err := long.Send(msgRawLogin, []byte(strings.Repeat("x", 300))); err != nil {
+		t.Fatal(err)
+	}
+	f := chatkit.Expect(t, long, chat.MsgError)
+	if e := decodeError(t, f); e.MsgID != msgRawLogin || !strings.Contains(e.Error, "1-64 bytes") {
+		t.Fatalf("300-byte login: error frame %s, want a refusal naming the 1-64 bytes rule", f.Payload)
+	}
+	for range 4 {
+		if err := long.Send(msgWhoAmI, nil); err != nil {
+			t.Fatal(err)
+		}
+		f := chatkit.Expect(t, long, chat.MsgError)
+		if e := decodeError(t, f); e.Error != "not logged in" {
+			t.Fatalf("after the refused login: %s, want not logged in", f.Payload)
+		}
+	}
+	checkNodes("after the 300-byte name")
+
+	// 1.5 MiB: over the relay's old 1 MiB limit, under --max-frame 2 MiB.
+	big := dial(t, g)
+	payload := make([]byte, 3<<19)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	for range 3 {
+		if err := big.Send(chat.MsgEcho, payload); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		f, err := big.Recv(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.MsgID != chat.MsgEcho || !bytes.Equal(f.Payload, payload) {
+			t.Fatalf("1.5 MiB echo: msgID %d, %d bytes %.200q", f.MsgID, len(f.Payload), f.Payload)
+		}
+	}
+	checkNodes("after the 1.5 MiB frames")
 }
