@@ -52,6 +52,7 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 		"ZC_IDLE_TIMEOUT":  "0",
 		"ZC_MAX_CONNS":     "7",
 		"ZC_CLIENT_RATE":   "2.5",
+		"ZC_REDIS_PREFIX":  "other:",
 		"ZC_INSECURE":      "true",
 		"ZC_ID":            "gate-env",
 		"ZC_LISTEN":        "127.0.0.1:1",
@@ -64,7 +65,7 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 	}
 	want := nodeFlags{
 		id: "gate-env", listen: "127.0.0.1:1", maxFrame: 1024, maxInflight: 8, loginTimeout: 3 * time.Second, maxConns: 7, clientRate: 2.5, relay: "127.0.0.1:2", advertise: "10.0.0.9",
-		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redis: "10.0.0.3:6379",
+		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redisPrefix: "other:", redis: "10.0.0.3:6379",
 		secret: "s3", insecure: true, ttl: 7 * time.Second, sessionTTL: time.Minute, app: "chat",
 	}
 	want.apps = f.apps

@@ -20,6 +20,7 @@ import (
 	"github.com/zcluster/zcluster/internal/metrics"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/session"
 )
 
 const (
@@ -54,15 +55,17 @@ type nodeFlags struct {
 	advertise  string
 	etcd       string
 	etcdPrefix string
-	redis      string
-	secret     string
-	insecure   bool
-	ttl        time.Duration
-	sessionTTL time.Duration
-	app        string
-	httpAddr   string
-	pprof      bool
-	config     string
+	// redisPrefix starts every Redis key of the cluster.
+	redisPrefix string
+	redis       string
+	secret      string
+	insecure    bool
+	ttl         time.Duration
+	sessionTTL  time.Duration
+	app         string
+	httpAddr    string
+	pprof       bool
+	config      string
 	// apps are the binary's applications, for --app.
 	apps *appSet
 	// gate only: client port limits (issue 9)
@@ -104,6 +107,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.advertise, "advertise", "", "host other nodes dial to reach this node (default: the listen host, or the first non-loopback address if that is a wildcard)")
 	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma list (http:// is added when no scheme is given)")
 	fs.StringVar(&f.etcdPrefix, "etcd-prefix", gd.Prefix, "etcd key prefix")
+	fs.StringVar(&f.redisPrefix, "redis-prefix", session.DefaultPrefix, "Redis key prefix; two clusters sharing one Redis need different prefixes (every node of a cluster the same)")
 	fs.StringVar(&f.redis, "redis", "127.0.0.1:6379", "Redis address host:port; a comma list means several addresses (Redis Cluster)")
 	fs.StringVar(&f.secret, "secret", "", "cluster secret that authenticates relay links (required unless --insecure; prefer the environment variable: command lines are visible to other users)")
 	fs.BoolVar(&f.insecure, "insecure", false, "development only: allow relay links without a secret")
@@ -258,6 +262,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		Secret:       []byte(f.secret),
 		Insecure:     f.insecure,
 		Prefix:       f.etcdPrefix,
+		RedisPrefix:  f.redisPrefix,
 		TTL:          f.ttl,
 		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
@@ -333,6 +338,7 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		Secret:      []byte(f.secret),
 		Insecure:    f.insecure,
 		Prefix:      f.etcdPrefix,
+		RedisPrefix: f.redisPrefix,
 		TTL:         f.ttl,
 		SessionTTL:  f.sessionTTL,
 		RelayTLS:    f.relayTLS(),

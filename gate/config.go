@@ -49,6 +49,10 @@ type Config struct {
 	Insecure bool
 	// Prefix is the etcd key prefix (default "/zcluster").
 	Prefix string
+	// RedisPrefix starts every Redis key of the cluster (default "zc:");
+	// two clusters sharing one Redis need different prefixes. Every node of
+	// a cluster must use the same.
+	RedisPrefix string
 	// TTL is the etcd lease TTL (default 10s).
 	TTL time.Duration
 	// SessionTTL is the Redis record TTL, refreshed every third of it

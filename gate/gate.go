@@ -73,8 +73,15 @@ type Gate struct {
 	stopping atomic.Bool
 	// fullLogged is set while the gate is full and has said so once.
 	fullLogged atomic.Bool
-	stopOnce   sync.Once
-	done       chan struct{}
+	// refreshMu orders a session refresh against closed sessions'
+	// cleanups (see refreshOnce).
+	refreshMu sync.RWMutex
+	// testHookRefresh, if set (by tests), runs inside refreshOnce between
+	// listing the sessions and writing them.
+	testHookRefresh func()
+	stopOnce        sync.Once
+	stopErr         error // what Shutdown returned; written once, in stopOnce
+	done            chan struct{}
 }
 
 // client is the gate's state for one client connection.
@@ -175,7 +182,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		ID: g.cfg.ID, Group: registry.GateGroup, Kind: registry.KindGate,
 		RelayListen: g.cfg.RelayListen, Advertise: g.cfg.Advertise,
 		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
-		Prefix: g.cfg.Prefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
+		Prefix: g.cfg.Prefix, RedisPrefix: g.cfg.RedisPrefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
 		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
 		RelayTLS: g.cfg.RelayTLS,
 	})
@@ -298,56 +305,69 @@ func (g *Gate) Done() <-chan struct{} { return g.done }
 
 // Shutdown stops the gate: it leaves etcd, tells every client why it is
 // being closed (msgID 9), closes the connections, removes their Redis
-// records and stops the relay. Safe to call twice; ctx bounds the wait.
+// records and stops the relay. Safe to call twice (the second call returns
+// what the first did). ctx bounds the waits: when it ends before every
+// connection has closed (a gate handler that does not return holds its
+// connection) or every cleanup has finished, Shutdown stops waiting,
+// closes the rest and returns ctx.Err().
 func (g *Gate) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
 		defer close(g.done)
-		g.stopping.Store(true)
-		if g.node == nil {
-			g.cancel()
-			return
-		}
-		if err := g.node.Deregister(ctx); err != nil {
-			g.log.Warn("deregister failed; the lease will expire", "cause", err)
-		}
-		g.node.AnnounceLeaving(ctx)
-		if g.server != nil {
-			notice := kickPayload("gate shutting down")
-			var all []*client
-			g.mu.RLock()
-			for _, c := range g.clients {
-				all = append(all, c)
-			}
-			g.mu.RUnlock()
-			for _, c := range all {
-				_ = c.conn.Send(MsgKick, notice)
-			}
-			// Let the notices be written: they normally are at once; the
-			// bound (5s for them all) covers a starved or loaded machine.
-			deadline := time.Now().Add(5 * time.Second)
-			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-				deadline = d
-			}
-			for _, c := range all {
-				if d := time.Until(deadline); d > 0 {
-					_ = c.conn.Flush(d)
-				}
-			}
-			g.server.Stop()
-			// Wait for OnClose of every connection (it starts the unbinds).
-			for g.Sessions() > 0 && ctx.Err() == nil {
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-		g.cancel()
-		g.wgMu.Lock()
-		g.wgClosed = true
-		g.wgMu.Unlock()
-		waitGroup(ctx, &g.wg)
-		g.node.Close(ctx)
-		g.log.Info("gate stopped")
+		g.stopErr = g.shutdown(ctx)
 	})
-	return nil
+	return g.stopErr
+}
+
+func (g *Gate) shutdown(ctx context.Context) error {
+	g.stopping.Store(true)
+	if g.node == nil {
+		g.cancel()
+		return nil
+	}
+	if err := g.node.Deregister(ctx); err != nil {
+		g.log.Warn("deregister failed; the lease will expire", "cause", err)
+	}
+	g.node.AnnounceLeaving(ctx)
+	if g.server != nil {
+		notice := kickPayload("gate shutting down")
+		var all []*client
+		g.mu.RLock()
+		for _, c := range g.clients {
+			all = append(all, c)
+		}
+		g.mu.RUnlock()
+		for _, c := range all {
+			_ = c.conn.Send(MsgKick, notice)
+		}
+		// Let the notices be written: they normally are at once; the
+		// bound (5s for them all) covers a starved or loaded machine.
+		deadline := time.Now().Add(5 * time.Second)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		for _, c := range all {
+			if d := time.Until(deadline); d > 0 {
+				_ = c.conn.Flush(d)
+			}
+		}
+		g.server.Stop()
+		// Wait for OnClose of every connection (it starts the unbinds).
+		for g.Sessions() > 0 && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	g.cancel()
+	g.wgMu.Lock()
+	g.wgClosed = true
+	g.wgMu.Unlock()
+	waitGroup(ctx, &g.wg)
+	gaveUp := ctx.Err()
+	if gaveUp != nil {
+		g.log.Warn("gate stop did not finish in time; closing what is left", "sessions", g.Sessions(), "cause", gaveUp)
+	}
+	g.node.Close(ctx)
+	g.log.Info("gate stopped")
+	return gaveUp
 }
 
 func waitGroup(ctx context.Context, wg *sync.WaitGroup) {
@@ -418,28 +438,46 @@ func (g *Gate) refreshLoop() {
 			return
 		case <-t.C:
 		}
-		var bs []session.Binding
-		g.mu.RLock()
-		for _, c := range g.clients {
-			if u, _ := c.identity(); u != "" {
-				bs = append(bs, session.Binding{Session: c.sid, User: u, Owner: session.Owner{Gate: g.cfg.ID, Token: c.token}})
-			}
+		g.refreshOnce()
+	}
+}
+
+// refreshOnce re-asserts the records of every logged-in session and kicks
+// those that were lost, also when the refresh failed part way (what it
+// learnt before the failure still holds).
+//
+// It holds refreshMu from taking the list of sessions until Redis has
+// answered, and a closed session's cleanup (OnClose) deletes its records
+// only under refreshMu too, after the session left g.clients. So a refresh
+// that listed a session finishes before that session's records are
+// deleted, and one that starts later does not list it: a closed session's
+// records are never written again.
+func (g *Gate) refreshOnce() {
+	g.refreshMu.Lock()
+	defer g.refreshMu.Unlock()
+	var bs []session.Binding
+	g.mu.RLock()
+	for _, c := range g.clients {
+		if u, _ := c.identity(); u != "" {
+			bs = append(bs, session.Binding{Session: c.sid, User: u, Owner: session.Owner{Gate: g.cfg.ID, Token: c.token}})
 		}
-		g.mu.RUnlock()
-		if len(bs) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTTL/3)
-		lost, err := g.node.Sessions.Refresh(ctx, bs)
-		cancel()
-		if err != nil {
-			g.log.Warn("session refresh failed", "sessions", len(bs), "cause", err)
-			continue
-		}
-		for _, b := range lost {
-			if c := g.client(b.Session); c != nil {
-				g.kickLocal(c, "logged in elsewhere")
-			}
+	}
+	g.mu.RUnlock()
+	if len(bs) == 0 {
+		return
+	}
+	if g.testHookRefresh != nil {
+		g.testHookRefresh()
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTTL/3)
+	lost, err := g.node.Sessions.Refresh(ctx, bs)
+	cancel()
+	if err != nil {
+		g.log.Warn("session refresh failed", "sessions", len(bs), "lost", len(lost), "cause", err)
+	}
+	for _, b := range lost {
+		if c := g.client(b.Session); c != nil {
+			g.kickLocal(c, "logged in elsewhere")
 		}
 	}
 }
@@ -650,6 +688,9 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	}
 	// Compare-and-delete: a record that moved to another gate stays.
 	g.goLoop(func() {
+		// After any refresh that listed this session (see refreshOnce).
+		g.refreshMu.RLock()
+		defer g.refreshMu.RUnlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		if _, err := g.node.Sessions.UnbindUser(ctx, user, c.sid); err != nil {

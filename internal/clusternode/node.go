@@ -47,6 +47,7 @@ type Config struct {
 	Secret      []byte
 	Insecure    bool
 	Prefix      string
+	RedisPrefix string        // Redis key prefix ("" is session.DefaultPrefix)
 	TTL         time.Duration // etcd lease TTL
 	SessionTTL  time.Duration // Redis record TTL
 	Version     string
@@ -106,7 +107,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		handler(env)
 	}
 	var err error
-	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: "", TTL: cfg.SessionTTL, Logger: cfg.Logger})
+	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: cfg.RedisPrefix, TTL: cfg.SessionTTL, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
@@ -593,4 +595,66 @@ func TestBadClientInputBlamesNoNode(t *testing.T) {
 		}
 	}
 	checkNodes("after the 1.5 MiB frames")
+}
+
+// TestRedisPrefixSeparatesClusters: two clusters (own etcd each) share one
+// Redis with different --redis-prefix values. The same user name logged in
+// on both is two users: neither login kicks the other, a message to that
+// user reaches only the cluster it was sent in, and each cluster's keys
+// carry its own prefix.
+func TestRedisPrefixSeparatesClusters(t *testing.T) {
+	redisAddr := testkit.Redis(t)
+	type side struct {
+		c     *cluster
+		g     *gate.Gate
+		alice *zclient.Conn
+		bob   *zclient.Conn
+	}
+	var sides []side
+	for _, prefix := range []string{"zc:", "blue:"} {
+		c := newClusterOn(t, redisAddr)
+		g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.RedisPrefix = prefix })
+		c.startBackendWith("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.RedisPrefix = prefix })
+		c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+		sides = append(sides, side{c: c, g: g})
+	}
+	for i := range sides {
+		sides[i].alice = dial(t, sides[i].g)
+		sides[i].bob = dial(t, sides[i].g)
+		chatkit.Login(t, sides[i].alice, "alice")
+		chatkit.Login(t, sides[i].bob, "bob")
+	}
+	for i, s := range sides {
+		text := fmt.Sprintf("hello from cluster %d", i)
+		if r := sendChat(t, s.bob, "alice", text); !r.OK {
+			t.Fatalf("cluster %d: send to alice: %+v", i, r)
+		}
+		f := chatkit.Expect(t, s.alice, chat.MsgDelivered)
+		if !strings.Contains(string(f.Payload), text) {
+			t.Fatalf("cluster %d: alice got %s, want %q", i, f.Payload, text)
+		}
+	}
+	// Nothing crossed over, nobody was kicked.
+	time.Sleep(200 * time.Millisecond)
+	for i, s := range sides {
+		for _, conn := range []*zclient.Conn{s.alice, s.bob} {
+			select {
+			case f := <-conn.Frames():
+				t.Fatalf("cluster %d: unexpected frame %d %s", i, f.MsgID, f.Payload)
+			default:
+			}
+			stillOpen(t, conn, fmt.Sprintf("cluster %d", i))
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	for _, prefix := range []string{"zc:", "blue:"} {
+		keys, err := rdb.Keys(context.Background(), prefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 4 { // two sessions, two users
+			t.Fatalf("keys %s*: %v, want 2 sessions and 2 users", prefix, keys)
+		}
+	}
 }
