@@ -59,6 +59,9 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 		"ZC_RELAY":         "127.0.0.1:2",
 		"ZC_ADVERTISE":     "10.0.0.9",
 		"ZC_APP":           "chat",
+		"ZC_WS_LISTEN":     "127.0.0.1:3",
+		"ZC_WS_ORIGINS":    "https://a.example,b.example",
+		"ZC_KCP_LISTEN":    "127.0.0.1:4",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +70,7 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 		id: "gate-env", listen: "127.0.0.1:1", maxFrame: 1024, maxInflight: 8, loginTimeout: 3 * time.Second, maxConns: 7, clientRate: 2.5, relay: "127.0.0.1:2", advertise: "10.0.0.9",
 		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redisPrefix: "other:", redis: "10.0.0.3:6379",
 		secret: "s3", insecure: true, ttl: 7 * time.Second, sessionTTL: time.Minute, app: "chat",
+		wsListen: "127.0.0.1:3", wsPath: "/ws", wsOrigins: "https://a.example,b.example", kcpListen: "127.0.0.1:4",
 	}
 	want.apps = f.apps
 	if *f != want {

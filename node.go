@@ -76,6 +76,10 @@ type nodeFlags struct {
 	clientRate   float64
 	// TLS (docs/security.md)
 	tlsCert, tlsKey    string // gate only: client listener
+	wsListen           string // gate only
+	wsPath             string // gate only
+	wsOrigins          string // gate only: comma list
+	kcpListen          string // gate only
 	relayTLSCert       string
 	relayTLSKey        string
 	relayTLSCA         string
@@ -99,6 +103,10 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.Float64Var(&f.clientRate, "client-rate", 0, "messages per second one client connection may send (token bucket, one second of burst); over it a frame gets the error frame \"rate limited\"; 0 is no limit")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for the client listener; with --tls-key, clients must connect with TLS")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+		fs.StringVar(&f.wsListen, "ws-listen", "", "also accept WebSocket clients on this host:port (same frames, one or more per binary message; wss:// with --tls-cert) (default: off)")
+		fs.StringVar(&f.wsPath, "ws-path", "/ws", "path of the WebSocket endpoint")
+		fs.StringVar(&f.wsOrigins, "ws-origins", "", "browser origins allowed to open a WebSocket, comma list: https://game.example.com, a host name, or * for any (default: pages from the host name the client dialled)")
+		fs.StringVar(&f.kcpListen, "kcp-listen", "", "also accept KCP (reliable UDP) clients on this UDP host:port, same byte stream as TCP (default: off)")
 	} else {
 		fs.StringVar(&f.id, "id", "", "node id, unique in the cluster (default <group>-<hostname>-<4 random hex>, new at every start)")
 		fs.StringVar(&f.group, "group", "", "backend group this node serves, e.g. im or echo (required)")
@@ -139,6 +147,9 @@ func (f *nodeFlags) check(kind nodeKind) error {
 		if err := f.checkClientLimits(); err != nil {
 			return err
 		}
+	}
+	if kind == kindGate && (f.wsPath == "" || f.wsPath[0] != '/') {
+		return fmt.Errorf("--ws-path %q: must start with /", f.wsPath)
 	}
 	if (f.relayTLSCert == "") != (f.relayTLSKey == "") {
 		return errors.New("--relay-tls-cert and --relay-tls-key go together")
@@ -273,6 +284,10 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		ClientRate:   f.clientRate,
 		TLSCertFile:  f.tlsCert,
 		TLSKeyFile:   f.tlsKey,
+		WSListen:     f.wsListen,
+		WSPath:       f.wsPath,
+		WSOrigins:    splitList(f.wsOrigins),
+		KCPListen:    f.kcpListen,
 		RelayTLS:     f.relayTLS(),
 		Version:      version(),
 		Logger:       c.log,
@@ -292,6 +307,12 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 				m.SetGate(g)
 			}
 			c.log.Info("gate running", "id", g.ID(), "app", f.app, "clients", g.ClientAddr(), "relay", g.RelayAddr())
+			if u := g.WSURL(); u != "" {
+				c.log.Info("websocket clients", "id", g.ID(), "url", u, "origins", originsText(f.wsOrigins))
+			}
+			if a := g.KCPAddr(); a != "" {
+				c.log.Info("kcp clients", "id", g.ID(), "addr", a)
+			}
 		},
 		ready: readiness(g.Registered, g.PingRedis, func() error {
 			if g.Full() {
@@ -466,4 +487,12 @@ func readiness(registered func() bool, pingRedis func(context.Context) error, ex
 		}
 		return nil
 	}
+}
+
+// originsText describes --ws-origins for the startup log.
+func originsText(origins string) string {
+	if len(splitList(origins)) == 0 {
+		return "same host name"
+	}
+	return origins
 }

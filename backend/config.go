@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/codec"
 	"github.com/zcluster/zcluster/relay"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
 	Logger *slog.Logger
+	// Codec encodes and decodes the messages of typed handlers (Typed)
+	// and Context.Encode (default codec.JSON{}).
+	Codec codec.Codec
 	// Observer receives countable events for metrics (default NopObserver).
 	Observer Observer
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
@@ -83,6 +87,9 @@ func DefaultConfig() Config {
 
 func (c *Config) setDefaults() {
 	d := DefaultConfig()
+	if c.Codec == nil {
+		c.Codec = codec.JSON{}
+	}
 	if c.RelayListen == "" {
 		c.RelayListen = d.RelayListen
 	}

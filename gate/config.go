@@ -104,6 +104,19 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile (PEM files), both set, make the client
 	// listener speak TLS; both empty (the default) keep it plain TCP.
 	TLSCertFile, TLSKeyFile string
+	// WSListen, if set, opens a WebSocket listener on host:port (path
+	// WSPath, default "/ws") carrying the same frames as ClientListen, one
+	// or more whole frames per binary message; TLSCertFile and TLSKeyFile
+	// make it wss://.
+	WSListen string
+	WSPath   string
+	// WSOrigins lists the browser origins allowed to open a WebSocket: "*"
+	// allows any; empty allows only pages served from the host name the
+	// client dialled (see clientnet.WSConfig.Origins).
+	WSOrigins []string
+	// KCPListen, if set, opens a KCP (reliable UDP) listener on host:port
+	// carrying the same byte stream as ClientListen.
+	KCPListen string
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
 	// of the cluster must agree (see relay.TLSConfig).
 	RelayTLS *relay.TLSConfig
@@ -195,6 +208,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
+	case c.WSPath != "" && c.WSPath[0] != '/':
+		return fmt.Errorf("%w: websocket path %q must start with /", ErrConfig, c.WSPath)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("%w: max inflight %d below 1", ErrConfig, c.MaxInflight)
 	case c.MaxConns < 1:

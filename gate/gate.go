@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/zinxkit"
@@ -56,7 +57,10 @@ type Gate struct {
 
 	node      *clusternode.Node
 	server    *zinxkit.Server
+	ws        *clientnet.WSServer  // nil unless Config.WSListen
+	kcp       *clientnet.KCPServer // nil unless Config.KCPListen
 	clientAdv string
+	conns     [numTransports]atomic.Int64 // open connections by transport
 
 	mu      sync.RWMutex
 	clients map[string]*client // by session id
@@ -86,10 +90,11 @@ type Gate struct {
 
 // client is the gate's state for one client connection.
 type client struct {
-	conn  *zinxkit.Conn
-	sid   string
-	sidB  []byte
-	token string
+	conn      clientConn
+	transport transport
+	sid       string
+	sidB      []byte
+	token     string
 	// slots holds one token per forwarded request not answered yet;
 	// capacity Config.MaxInflight.
 	slots chan struct{}
@@ -204,8 +209,11 @@ func (g *Gate) Start(ctx context.Context) error {
 		return fmt.Errorf("gate %s: client listener: %w", g.cfg.ID, err)
 	}
 	g.clientAdv, err = clusternode.AdvertiseAddr(g.cfg.Advertise, g.server.Addr())
+	if err == nil {
+		err = g.startExtraListeners()
+	}
 	if err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -214,7 +222,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		routes = append(routes, h.route)
 	}
 	if err := g.node.Register(ctx, g.clientAdv, routes); err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -350,7 +358,7 @@ func (g *Gate) shutdown(ctx context.Context) error {
 				_ = c.conn.Flush(d)
 			}
 		}
-		g.server.Stop()
+		g.stopListeners()
 		// Wait for OnClose of every connection (it starts the unbinds).
 		for g.Sessions() > 0 && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
@@ -607,29 +615,26 @@ func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
 	}
 }
 
-// clientHandler adapts the gate to zinxkit's connection events.
-type clientHandler struct{ g *Gate }
-
-func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
-	g := h.g
+// openClient gives a new connection, of any transport, its session.
+func (g *Gate) openClient(conn clientConn, tr transport) *client {
 	sid := session.NewID()
-	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
-	conn.Value = c
+	c := &client{conn: conn, transport: tr, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
 	if g.stopping.Load() {
 		c.closing.Store(true)
 		_ = conn.Send(MsgKick, kickPayload("gate shutting down"))
 		conn.Close()
-		return
+		return c
 	}
 	g.mu.Lock()
 	if len(g.clients) >= g.cfg.MaxConns {
 		g.mu.Unlock()
 		g.refuseFull(c)
-		return
+		return c
 	}
 	g.clients[sid] = c
 	g.mu.Unlock()
-	g.cfg.Observer.ConnOpened()
+	g.conns[tr].Add(1)
+	g.cfg.Observer.ConnOpened(tr.String())
 	if g.cfg.ClientRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(g.cfg.ClientRate), g.cfg.ClientBurst)
 	}
@@ -642,6 +647,7 @@ func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
 		})
 		c.mu.Unlock()
 	}
+	return c
 }
 
 // refuseFull tells a connection over Config.MaxConns why and closes it.
@@ -661,16 +667,13 @@ func (g *Gate) refuseFull(c *client) {
 // a new one would be refused ("gate full"); /readyz reports it not ready.
 func (g *Gate) Full() bool { return g.Sessions() >= g.cfg.MaxConns }
 
-func (h clientHandler) OnClose(conn *zinxkit.Conn) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok {
-		return
-	}
+// closeClient forgets a connection that ended and unbinds its session.
+func (g *Gate) closeClient(c *client) {
 	g.mu.Lock()
 	if g.clients[c.sid] == c {
 		delete(g.clients, c.sid)
-		g.cfg.Observer.ConnClosed()
+		g.conns[c.transport].Add(-1)
+		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
 	full := len(g.clients) >= g.cfg.MaxConns
 	g.mu.Unlock()
@@ -702,10 +705,10 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	})
 }
 
-func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok || c.closing.Load() {
+// onFrame routes one client frame, whatever the transport; it runs on the
+// connection's reader goroutine.
+func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
+	if c.closing.Load() {
 		return
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
