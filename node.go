@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
+	"github.com/zcluster/zcluster/web"
 )
 
 const (
@@ -299,7 +301,18 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 	if err := app.setupGate(g); err != nil {
 		return err
 	}
+	var endpoint atomic.Pointer[web.Endpoint] // set once g has started
+	var pages map[string]http.Handler
+	if f.wsListen != "" {
+		pages = map[string]http.Handler{chatPagePrefix: web.Handler(chatPagePrefix, func() []web.Endpoint {
+			if e := endpoint.Load(); e != nil {
+				return []web.Endpoint{*e}
+			}
+			return nil
+		})}
+	}
 	return c.serveNode(ctx, f, st, node{
+		web:      pages,
 		start:    g.Start,
 		shutdown: g.Shutdown,
 		started: func() {
@@ -309,6 +322,9 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 			c.log.Info("gate running", "id", g.ID(), "app", f.app, "clients", g.ClientAddr(), "relay", g.RelayAddr())
 			if u := g.WSURL(); u != "" {
 				c.log.Info("websocket clients", "id", g.ID(), "url", u, "origins", originsText(f.wsOrigins))
+				if e, ok := web.EndpointOf(g.ID(), u); ok {
+					endpoint.Store(&e)
+				}
 			}
 			if a := g.KCPAddr(); a != "" {
 				c.log.Info("kcp clients", "id", g.ID(), "addr", a)
@@ -396,6 +412,9 @@ type node struct {
 	ready func(context.Context) error
 	// metrics is nil unless --http is set.
 	metrics *metrics.Metrics
+	// web, if set, is served on --http too (the chat page of a gate with
+	// a WebSocket listener), by ServeMux pattern.
+	web map[string]http.Handler
 }
 
 // serveNode checks that etcd and Redis answer, starts n, waits for ctx to
@@ -417,12 +436,16 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 				return n.ready(ctx)
 			},
 			Pprof: f.pprof,
+			Extra: n.web,
 		}), c.log)
 		if err != nil {
 			return err
 		}
 		defer hs.close()
 		c.log.Info("http serving", "id", f.id, "addr", hs.addr(), "pprof", f.pprof)
+		if n.web != nil {
+			c.log.Info("chat page", "id", f.id, "url", "http://"+hs.addr()+chatPagePrefix)
+		}
 	}
 	if err := st.check(ctx, f.etcdPrefix); err != nil {
 		return err
@@ -488,6 +511,10 @@ func readiness(registered func() bool, pingRedis func(context.Context) error, ex
 		return nil
 	}
 }
+
+// chatPagePrefix is where a gate's --http server serves the chat page
+// (web/chat.html) and web/zcluster.js when it has a WebSocket listener.
+const chatPagePrefix = "/chat/"
 
 // originsText describes --ws-origins for the startup log.
 func originsText(origins string) string {

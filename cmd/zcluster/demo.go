@@ -31,6 +31,8 @@ const (
 	// Port offsets from --base-port.
 	gateRelayOffset   = 100
 	backendPortOffset = 200
+	gateWSOffset      = 300
+	webPortOffset     = 400
 	maxDemoGates      = 99
 )
 
@@ -45,8 +47,8 @@ func (o demoOptions) check() error {
 	if o.gates < 2 || o.gates > maxDemoGates {
 		return fmt.Errorf("--gates %d: want 2 to %d (the tour uses two)", o.gates, maxDemoGates)
 	}
-	if o.basePort != 0 && (o.basePort < 1 || o.basePort+backendPortOffset+10 > 65535) {
-		return fmt.Errorf("--base-port %d: want 0 (random ports) or 1 to %d", o.basePort, 65535-backendPortOffset-10)
+	if o.basePort != 0 && (o.basePort < 1 || o.basePort+webPortOffset > 65535) {
+		return fmt.Errorf("--base-port %d: want 0 (random ports) or 1 to %d", o.basePort, 65535-webPortOffset)
 	}
 	return nil
 }
@@ -74,8 +76,14 @@ prints PASS or FAIL per step, and keeps serving until SIGINT or SIGTERM
 (join it with "zcluster chat"). With --once it stops after the tour and
 exits 0 only if every step passed.
 
+Every gate also accepts WebSocket clients, and a chat page for browsers
+(web/chat.html, using web/zcluster.js) is served on its own port; the demo
+prints its URL.
+
 With --base-port P the gates listen for clients on P, P+1, ..., their relays
-on P+100, P+101, ..., and the backends' relays on P+200, P+201, P+202.`,
+on P+100, P+101, ..., and the backends' relays on P+200, P+201, P+202; the
+gates' WebSocket endpoints are on P+300, P+301, ... and the chat page on
+P+400.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(); err != nil {
@@ -132,8 +140,13 @@ func (c *cli) runDemo(ctx context.Context, o demoOptions) ([]stepResult, error) 
 		for _, g := range d.gates {
 			fmt.Fprintf(c.stdout, "  %s %s\n", g.ID(), g.ClientAddr())
 		}
+		for _, g := range d.gates {
+			fmt.Fprintf(c.stdout, "  %s %s (websocket)\n", g.ID(), g.WSURL())
+		}
 		fmt.Fprintf(c.stdout, "join with: zcluster chat --gate %s --user NAME\n", g1.ClientAddr())
 		fmt.Fprintf(c.stdout, "  (or: go run ./cmd/zcluster chat --gate %s --user NAME)\n", g1.ClientAddr())
+		fmt.Fprintf(c.stdout, "  or over websocket: zcluster chat --ws %s --user NAME\n", g2.WSURL())
+		fmt.Fprintf(c.stdout, "chat in a browser: open %s\n", d.pageURL())
 		fmt.Fprintln(c.stdout, "stop with Ctrl-C")
 		nodeLevel.Set(level)
 		<-ctx.Done()
@@ -154,6 +167,7 @@ type demoCluster struct {
 	gates    []*gate.Gate
 	backends []*backend.Server
 	stores   []*stores
+	web      *demoWeb
 }
 
 // startDemo starts etcd, Redis, o.gates gates and the backends im-1, im-2
@@ -200,7 +214,7 @@ func startDemo(ctx context.Context, o demoOptions, out io.Writer, nodeLog *slog.
 		secret: secret[:], log: nodeLog,
 	}
 	for i := range o.gates {
-		g, err := d.startGate(ectx, base, fmt.Sprintf("gate-%d", i+1), o.addr(i), o.addr(gateRelayOffset+i))
+		g, err := d.startGate(ectx, base, fmt.Sprintf("gate-%d", i+1), o.addr(i), o.addr(gateRelayOffset+i), o.addr(gateWSOffset+i))
 		if err != nil {
 			return nil, err
 		}
@@ -219,14 +233,18 @@ func startDemo(ctx context.Context, o demoOptions, out io.Writer, nodeLog *slog.
 		return nil, err
 	}
 
+	if d.web, err = startDemoWeb(o.addr(webPortOffset), d.gates, nodeLog); err != nil {
+		return nil, err
+	}
 	parts := make([]string, 0, len(d.gates)+len(d.backends))
 	for _, g := range d.gates {
-		parts = append(parts, fmt.Sprintf("%s (clients %s)", g.ID(), g.ClientAddr()))
+		parts = append(parts, fmt.Sprintf("%s (clients %s, websocket %s)", g.ID(), g.ClientAddr(), g.WSURL()))
 	}
 	for _, b := range d.backends {
 		parts = append(parts, fmt.Sprintf("%s (%s)", b.ID(), b.Group()))
 	}
 	fmt.Fprintf(out, "nodes: %s\n", strings.Join(parts, ", "))
+	fmt.Fprintf(out, "chat page: %s\n", d.pageURL())
 	return d, nil
 }
 
@@ -247,13 +265,13 @@ func (d *demoCluster) openStores(b nodeBase) (*stores, error) {
 	return st, nil
 }
 
-func (d *demoCluster) startGate(ctx context.Context, b nodeBase, id, listen, relayAddr string) (*gate.Gate, error) {
+func (d *demoCluster) startGate(ctx context.Context, b nodeBase, id, listen, relayAddr, wsAddr string) (*gate.Gate, error) {
 	st, err := d.openStores(b)
 	if err != nil {
 		return nil, err
 	}
 	g, err := gate.New(gate.Config{
-		ID: id, ClientListen: listen, RelayListen: relayAddr,
+		ID: id, ClientListen: listen, RelayListen: relayAddr, WSListen: wsAddr,
 		Etcd: st.etcd, Redis: st.redis, Secret: b.secret,
 		TTL: demoTTL, Version: version(), Logger: b.log,
 	})
@@ -341,6 +359,9 @@ func (d *demoCluster) close() error {
 		wg.Go(func() { _ = g.Shutdown(ctx) })
 	}
 	wg.Wait()
+	if d.web != nil {
+		d.web.close()
+	}
 	for _, b := range d.backends {
 		wg.Go(func() { _ = b.Shutdown(ctx) })
 	}
