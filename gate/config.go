@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/protocol"
@@ -120,6 +121,11 @@ type Config struct {
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
 	// of the cluster must agree (see relay.TLSConfig).
 	RelayTLS *relay.TLSConfig
+	// InboxMax is how many reliable messages each user's inbox keeps
+	// (default 1000; see Deliver and package inbox).
+	InboxMax int
+	// InboxTTL is how long a reliable message is kept (default 24h).
+	InboxTTL time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -139,6 +145,8 @@ func DefaultConfig() Config {
 		IdleTimeout:    60 * time.Second,
 		MaxConns:       100000,
 		Version:        "dev",
+		InboxMax:       inbox.DefaultMaxLen,
+		InboxTTL:       inbox.DefaultTTL,
 	}
 }
 
@@ -185,6 +193,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
@@ -67,6 +68,9 @@ type Gate struct {
 
 	pending *pendingTable
 	seq     atomic.Uint64
+	rooms   roomTable
+
+	inbox *inboxHub // resumed connections (resume.go)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -107,6 +111,9 @@ type client struct {
 	user       string
 	userB      []byte
 	closing    atomic.Bool
+	// handlers are the backend nodes that handled its messages (under
+	// mu), told when the session closes.
+	handlers []string
 }
 
 func (c *client) login(user string) bool {
@@ -141,6 +148,7 @@ func New(cfg Config) (*Gate, error) {
 		handlers: make(map[uint32]localHandler),
 		clients:  make(map[string]*client),
 		pending:  newPendingTable(),
+		inbox:    newInboxHub(),
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
@@ -189,6 +197,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
 		Prefix: g.cfg.Prefix, RedisPrefix: g.cfg.RedisPrefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
 		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
+		InboxMaxLen: g.cfg.InboxMax, InboxTTL: g.cfg.InboxTTL,
 		RelayTLS: g.cfg.RelayTLS,
 	})
 	if err != nil {
@@ -231,6 +240,8 @@ func (g *Gate) Start(ctx context.Context) error {
 	if g.cfg.IdleTimeout > 0 {
 		g.goLoop(g.idleLoop)
 	}
+	g.goLoop(g.onlineLoop)
+	g.goLoop(g.inboxSweepLoop)
 	return nil
 }
 
@@ -588,6 +599,10 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 			g.sendErrorTo(r.session, r.msgID, string(env.Payload))
 		}
 	case relay.KindPush:
+		if env.MsgID == inbox.MsgMessage {
+			g.onReliable(env)
+			return
+		}
 		if c := g.clientBytes(env.Session); c != nil {
 			g.deliver(c, env.MsgID, env.Payload)
 		} else {
@@ -601,7 +616,9 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 	case relay.KindBroadcast:
 		g.broadcastLocal(env.MsgID, env.Payload)
 	default:
-		g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		if !g.onExtraEnvelope(env) {
+			g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		}
 	}
 }
 
@@ -685,10 +702,12 @@ func (g *Gate) closeClient(c *client) {
 		c.loginTimer.Stop()
 	}
 	c.mu.Unlock()
+	g.sessionClosed(c)
 	user, _ := c.identity()
 	if user == "" {
 		return
 	}
+	g.inbox.remove(user, c)
 	// Compare-and-delete: a record that moved to another gate stays.
 	g.goLoop(func() {
 		// After any refresh that listed this session (see refreshOnce).
@@ -721,6 +740,11 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 		return
 	}
 	user, userB := c.identity()
+	if msgID == inbox.MsgResume {
+		g.cfg.Observer.MessageIn(msgID, registry.GateGroup)
+		g.onResume(c, payload)
+		return
+	}
 	// The gate's own handlers need no lookup: registration refuses any
 	// other group claiming their msgIDs, and they work before the gate's
 	// watch has seen its own registration.
@@ -766,6 +790,7 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
+			c.noteHandler(node.ID)
 			return
 		}
 		if !g.pending.remove(seq) {
