@@ -121,8 +121,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.Rooms = room.New(cfg.Redis, "")
-	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
+	n.Rooms = room.New(cfg.Redis, cfg.RedisPrefix)
+	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, Prefix: cfg.RedisPrefix, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
 	if err != nil {
 		return nil, err
 	}

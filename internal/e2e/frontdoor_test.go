@@ -649,12 +649,36 @@ func TestRedisPrefixSeparatesClusters(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rdb.Close()
 	for _, prefix := range []string{"zc:", "blue:"} {
-		keys, err := rdb.Keys(context.Background(), prefix+"*").Result()
-		if err != nil {
-			t.Fatal(err)
+		for _, kind := range []string{"s:", "u:"} {
+			keys, err := rdb.Keys(context.Background(), prefix+kind+"*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != 2 { // alice and bob
+				t.Fatalf("keys %s%s*: %v, want 2", prefix, kind, keys)
+			}
 		}
-		if len(keys) != 4 { // two sessions, two users
-			t.Fatalf("keys %s*: %v, want 2 sessions and 2 users", prefix, keys)
+	}
+	// Every key of the cluster (sessions, users, rooms, inboxes, online
+	// counts) carries its prefix: nothing else is in this Redis.
+	all, err := rdb.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range all {
+		if !strings.HasPrefix(k, "zc:") && !strings.HasPrefix(k, "blue:") {
+			t.Fatalf("key %q carries neither cluster's prefix", k)
 		}
+	}
+	blue, err := rdb.Keys(context.Background(), "blue:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc, err := rdb.Keys(context.Background(), "zc:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blue) != len(zc) {
+		t.Fatalf("the two clusters wrote different key sets: zc: %v, blue: %v", zc, blue)
 	}
 }
