@@ -488,7 +488,7 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 	if sctx.Err() != nil {
 		return fmt.Errorf("%s: shutdown did not finish within %v", f.id, shutdownTimeout)
 	}
-	c.log.Info("stopped", "id", f.id)
+	c.log.Debug("stopped", "id", f.id) // the gate or backend logged its own "stopped" line
 	return nil
 }
 

@@ -131,7 +131,7 @@ func (r *Relay) run(l *link) {
 	close(l.ready)
 	r.mu.Unlock()
 	r.stats.linksUp.Add(1)
-	r.log.Info("link up", "peer", l.id, "addr", l.addr)
+	r.log.Debug("link up", "peer", l.id, "addr", l.addr)
 
 	l.watch()
 }
@@ -154,7 +154,7 @@ func (l *link) watch() {
 	fns := r.downFns
 	r.mu.Unlock()
 	if quiet {
-		r.log.Info("link closed", "peer", l.id)
+		r.log.Debug("link closed", "peer", l.id)
 		return
 	}
 	cause := l.cause
@@ -164,7 +164,7 @@ func (l *link) watch() {
 	err := fmt.Errorf("%w: %s: %w", ErrLinkDown, l.id, cause)
 	r.stats.linksDown.Add(1)
 	if _, left := r.leaving.LoadAndDelete(l.id); left {
-		r.log.Info("link down: the peer left", "peer", l.id, "addr", l.addr)
+		r.log.Debug("link down: the peer left", "peer", l.id, "addr", l.addr)
 	} else {
 		r.log.Warn("link down", "peer", l.id, "addr", l.addr, "cause", cause)
 	}

@@ -62,9 +62,10 @@ type Config struct {
 	// RedialBackoff is how long Send returns the last dial or handshake
 	// error at once, without dialing, after one failed (default 200ms).
 	RedialBackoff time.Duration
-	// Logger receives lifecycle events: link up and down, refused
-	// handshakes and envelopes. Never one line per message. Default
-	// slog.Default().
+	// Logger receives lifecycle events: a link that breaks, refused
+	// handshakes and envelopes, failed dials (warn); links opened and
+	// closed in the normal course of things (debug). Never one line per
+	// message. Default slog.Default().
 	Logger *slog.Logger
 	// TLS, if set, puts every link under TLS (see TLSConfig); nil means
 	// plain TCP.
@@ -256,7 +257,7 @@ func (r *Relay) Start() error {
 	if len(r.secret) == 0 {
 		r.log.Warn("relay is insecure: links authenticate with an empty key", "addr", srv.Addr())
 	}
-	r.log.Info("relay listening", "addr", srv.Addr())
+	r.log.Debug("relay listening", "addr", srv.Addr())
 	return nil
 }
 
@@ -330,6 +331,43 @@ func (r *Relay) Send(ctx context.Context, nodeID string, env *Envelope) error {
 			return fmt.Errorf("%w: %s: %w", ErrLinkDown, nodeID, err)
 		}
 	}
+}
+
+// SendIfLinked is Send over an outbound link to nodeID that is already up:
+// it never dials, and returns ErrNoLink when there is none. It is for
+// notices that matter only to peers this node talks to, such as the one a
+// stopping node sends (a stopping node must not open links only to close
+// them).
+func (r *Relay) SendIfLinked(ctx context.Context, nodeID string, env *Envelope) error {
+	r.mu.RLock()
+	l, err := r.links[nodeID], r.usableLocked()
+	r.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if l == nil || !l.isUp() || l.failed.Load() {
+		return fmt.Errorf("%w: %s", ErrNoLink, nodeID)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bp := r.bufs.Get().(*[]byte)
+	defer r.putBuf(bp)
+	buf, err := r.encode((*bp)[:0], env)
+	*bp = buf
+	if err != nil {
+		return err
+	}
+	if err := l.w.WriteRaw(buf); err != nil {
+		if errors.Is(err, frame.ErrQueueFull) {
+			return fmt.Errorf("%w: link to %s: %w", ErrBackpressure, nodeID, err)
+		}
+		l.fail(err)
+		return fmt.Errorf("%w: %s: %w", ErrLinkDown, nodeID, err)
+	}
+	r.stats.sent.Add(1)
+	r.stats.bytes.Add(uint64(len(buf)))
+	return nil
 }
 
 func (r *Relay) putBuf(bp *[]byte) {
@@ -567,7 +605,7 @@ func (r *Relay) Close() {
 		}
 		r.wg.Wait()
 		if srv != nil {
-			r.log.Info("relay closed")
+			r.log.Debug("relay closed")
 		}
 	})
 }

@@ -441,7 +441,7 @@ func TestComposeEnvironment(t *testing.T) {
 				t.Errorf("%s: log line is not JSON (ZC_LOG_FORMAT=json): %q", n.name, line)
 			}
 		}
-		if !strings.Contains(n.stderr.String(), `"msg":"stopped"`) {
+		if !strings.Contains(n.stderr.String(), `"msg":"gate stopped"`) && !strings.Contains(n.stderr.String(), `"msg":"backend stopped"`) {
 			t.Errorf("%s: no \"stopped\" line in its log", n.name)
 		}
 	}

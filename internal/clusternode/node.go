@@ -217,15 +217,17 @@ func (n *Node) PickOther(group, key string) (registry.Node, bool) {
 	return n.Topology.PickExcept(group, key, n.isAvoided)
 }
 
-// AnnounceLeaving tells every other node that this one is shutting down, so
-// they stop sending it anything new at once, without waiting for etcd's
-// watch to deliver its deregistration.
+// AnnounceLeaving tells the other nodes this one has a link to that it is
+// shutting down, so they stop sending it anything new at once, without
+// waiting for etcd's watch to deliver its deregistration. It opens no link:
+// a node this one never sent to learns it from etcd (and from the end of its
+// own link here, if it has one).
 func (n *Node) AnnounceLeaving(ctx context.Context) {
 	for _, nd := range n.Topology.All() {
 		if nd.ID == n.cfg.ID {
 			continue
 		}
-		if err := n.Relay.Send(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil {
+		if err := n.Relay.SendIfLinked(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil && !errors.Is(err, relay.ErrNoLink) {
 			n.log.Debug("leaving notice not sent", "to", nd.ID, "cause", err)
 		}
 	}
@@ -307,7 +309,7 @@ func (n *Node) Register(ctx context.Context, clientAddr string, routes []registr
 	n.regMu.Lock()
 	n.reg = reg
 	n.regMu.Unlock()
-	n.log.Info("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
+	n.log.Debug("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
 	return nil
 }
 
