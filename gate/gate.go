@@ -65,6 +65,7 @@ type Gate struct {
 
 	pending *pendingTable
 	seq     atomic.Uint64
+	rooms   roomTable
 
 	inbox *inboxHub // resumed connections (resume.go)
 
@@ -93,6 +94,9 @@ type client struct {
 	user    string
 	userB   []byte
 	closing atomic.Bool
+	// handlers are the backend nodes that handled its messages (under
+	// mu), told when the session closes.
+	handlers []string
 }
 
 func (c *client) login(user string) bool {
@@ -210,6 +214,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	g.goLoop(g.onlineLoop)
 	g.goLoop(g.inboxSweepLoop)
 	return nil
 }
@@ -526,7 +531,9 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 	case relay.KindBroadcast:
 		g.broadcastLocal(env.MsgID, env.Payload)
 	default:
-		g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		if !g.onExtraEnvelope(env) {
+			g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		}
 	}
 }
 
@@ -567,6 +574,7 @@ func (g *Gate) closeClient(c *client) {
 		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
 	g.mu.Unlock()
+	g.sessionClosed(c)
 	user, _ := c.identity()
 	if user == "" {
 		return
@@ -642,6 +650,7 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
+			c.noteHandler(node.ID)
 			return
 		}
 		if !g.pending.remove(seq) {

@@ -19,6 +19,7 @@ import (
 	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/room"
 	"github.com/zcluster/zcluster/session"
 )
 
@@ -58,8 +59,11 @@ type Node struct {
 	Topology *registry.Topology
 	Relay    *relay.Relay
 	Sessions *session.Store
+	// Rooms is the room directory (on the same Redis as Sessions).
+	Rooms    *room.Store
 	Inbox    *inbox.Store
 	relayAdv string
+	gone     goneWatch
 
 	regMu sync.Mutex
 	reg   *registry.Registration
@@ -105,6 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.Rooms = room.New(cfg.Redis, "")
 	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
 	if err != nil {
 		return nil, err
@@ -332,6 +337,7 @@ func (n *Node) Close(ctx context.Context) {
 	if n.unsubscribe != nil {
 		n.unsubscribe()
 	}
+	n.stopGone()
 	n.dropMu.Lock()
 	for id, t := range n.drops {
 		t.Stop()
