@@ -23,7 +23,10 @@ const chatTimeout = 5 * time.Second
 const chatHelp = "commands: @user text (send to user) | /all text (broadcast) | /echo text (chain-echo via im and echo) | /quit"
 
 func newChatCmd(c *cli) *cobra.Command {
-	var gateAddr, user string
+	var (
+		ep   chatEndpoint
+		user string
+	)
 	cmd := &cobra.Command{
 		Use:   "chat",
 		Short: "Chat through a gate running the chat app: an interactive line client",
@@ -35,15 +38,22 @@ func newChatCmd(c *cli) *cobra.Command {
   /quit        leave (so does end of input)
 
 Everything received is printed as it arrives. A login of the same user
-elsewhere kicks this one.`,
-		Example: "  zcluster chat --gate 127.0.0.1:18001 --user alice",
-		Args:    cobra.NoArgs,
+elsewhere kicks this one.
+
+It connects over TCP to --gate, or over WebSocket to --ws (a gate's
+--ws-listen endpoint, ws:// or wss://), or over KCP to --kcp (a gate's
+--kcp-listen address).`,
+		Example: `  zcluster chat --gate 127.0.0.1:18001 --user alice
+  zcluster chat --ws ws://127.0.0.1:18301/ws --user bob`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runChat(cmd.Context(), gateAddr, user)
+			return c.runChatTo(cmd.Context(), ep, user)
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&gateAddr, "gate", "127.0.0.1:18001", "client address of a gate, host:port")
+	fs.StringVar(&ep.gate, "gate", "127.0.0.1:18001", "client address of a gate, host:port")
+	fs.StringVar(&ep.ws, "ws", "", "join over WebSocket instead: a gate's endpoint URL, ws://host:port/ws or wss://...")
+	fs.StringVar(&ep.kcp, "kcp", "", "join over KCP instead: a gate's --kcp-listen address, host:port")
 	fs.StringVar(&user, "user", "", "user name to log in as, 1-64 bytes (required)")
 	annotateEnv(fs)
 	return cmd
@@ -61,17 +71,48 @@ func (s *syncWriter) println(a ...any) {
 	fmt.Fprintln(s.w, a...)
 }
 
-// runChat logs in and runs the line client until /quit, end of input, a
-// kick, or ctx ending; it fails if the gate goes away.
+// chatEndpoint is where `zcluster chat` connects: a TCP address, or a
+// WebSocket URL, or a KCP address.
+type chatEndpoint struct{ gate, ws, kcp string }
+
+// dial connects to the endpoint; where names it for error lines.
+func (e chatEndpoint) dial(ctx context.Context) (conn *zclient.Conn, where string, err error) {
+	switch {
+	case e.ws != "" && e.kcp != "":
+		return nil, "", errors.New("--ws and --kcp: choose one")
+	case e.ws != "":
+		if !strings.HasPrefix(e.ws, "ws://") && !strings.HasPrefix(e.ws, "wss://") {
+			return nil, "", fmt.Errorf("--ws %q: want a ws:// or wss:// URL", e.ws)
+		}
+		conn, err = zclient.DialWS(ctx, e.ws, zclient.WSOptions{})
+		return conn, "websocket " + e.ws, err
+	case e.kcp != "":
+		conn, err = zclient.DialKCP(ctx, e.kcp)
+		return conn, "kcp " + e.kcp, err
+	}
+	conn, err = zclient.Dial(ctx, e.gate)
+	return conn, e.gate, err
+}
+
+// runChat is runChatTo over TCP.
 func (c *cli) runChat(ctx context.Context, gateAddr, user string) error {
+	return c.runChatTo(ctx, chatEndpoint{gate: gateAddr}, user)
+}
+
+// runChatTo logs in and runs the line client until /quit, end of input, a
+// kick, or ctx ending; it fails if the gate goes away.
+func (c *cli) runChatTo(ctx context.Context, ep chatEndpoint, user string) error {
 	if user == "" {
 		return errors.New("--user (or ZC_USER) is required")
 	}
 	dctx, cancel := context.WithTimeout(ctx, chatTimeout)
 	defer cancel()
-	conn, err := zclient.Dial(dctx, gateAddr)
+	conn, where, err := ep.dial(dctx)
+	if where == "" {
+		return err
+	}
 	if err != nil {
-		return fmt.Errorf("gate at %s not reachable: %w", gateAddr, err)
+		return fmt.Errorf("gate at %s not reachable: %w", where, err)
 	}
 	defer conn.Close()
 	if err := conn.Send(chat.MsgLogin, []byte(user)); err != nil {
