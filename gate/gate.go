@@ -205,6 +205,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	g.goLoop(g.connsLoop)
 	return nil
 }
 
