@@ -42,6 +42,14 @@ func (c *cluster) gateAddrs() []string {
 	return out
 }
 
+func (c *cluster) wsURLs() []string {
+	out := make([]string, len(c.gates))
+	for i, g := range c.gates {
+		out[i] = g.WSURL()
+	}
+	return out
+}
+
 // startCluster starts etcd, Redis, nGates gates and nBackends backends of
 // group im, and waits until every gate routes msgID 4 and every node sees
 // every gate.
@@ -86,7 +94,7 @@ func startCluster(ctx context.Context, nGates, nBackends int, log *slog.Logger) 
 			return nil, err
 		}
 		g, err := gate.New(gate.Config{
-			ID: fmt.Sprintf("gate-%d", i+1), ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
+			ID: fmt.Sprintf("gate-%d", i+1), ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", WSListen: "127.0.0.1:0",
 			Etcd: ec, Redis: rc, Secret: secret, TTL: 5 * time.Second, Logger: log,
 			SendQueue: 16 << 20,
 		})
