@@ -391,3 +391,42 @@ func TestWebSocketInflightLimit(t *testing.T) {
 		t.Fatalf("shutdown with a blocked websocket reader took %v", d)
 	}
 }
+
+// KCP carries the TCP byte stream: a frame larger than a UDP packet is
+// reassembled, answers come back whole, and a frame over the limit ends
+// the session (KCP has no close handshake: the gate forgets it).
+func TestKCPStreamAndLimits(t *testing.T) {
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.KCPListen = "127.0.0.1:0" })
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	conn := dialKCP(t, g.KCPAddr())
+	chatkit.Login(t, conn, "kim")
+	big := make([]byte, 40000)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	for range 3 {
+		if err := conn.Send(chat.MsgEcho, big); err != nil {
+			t.Fatal(err)
+		}
+		if f := chatkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != string(big) {
+			t.Fatalf("echo of %d bytes came back as %d bytes, or changed", len(big), len(f.Payload))
+		}
+	}
+	if n := g.Conns()[gate.TransportKCP]; n != 1 {
+		t.Fatalf("kcp connections = %d, want 1", n)
+	}
+	if err := conn.SendRaw([]byte{0, 0, 0, 4, 0x7f, 0, 0, 0}); err != nil { // declares 2 GiB
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := g.Conns()[gate.TransportKCP]; n != 0 {
+			return fmt.Errorf("kcp connections = %d after a frame over the limit, want 0", n)
+		}
+		return nil
+	})
+	// Another session is served.
+	chatkit.Login(t, dialKCP(t, g.KCPAddr()), "lee")
+}
