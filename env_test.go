@@ -57,6 +57,8 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 		"ZC_WS_LISTEN":    "127.0.0.1:3",
 		"ZC_WS_ORIGINS":   "https://a.example,b.example",
 		"ZC_KCP_LISTEN":   "127.0.0.1:4",
+		"ZC_INBOX_MAX":    "50",
+		"ZC_INBOX_TTL":    "2h",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +68,7 @@ func TestEnvAppliedWhenFlagNotGiven(t *testing.T) {
 		etcd: "10.0.0.1:2379,10.0.0.2:2379", etcdPrefix: "/other", redis: "10.0.0.3:6379",
 		secret: "s3", insecure: true, ttl: 7 * time.Second, sessionTTL: time.Minute, app: "chat",
 		wsListen: "127.0.0.1:3", wsPath: "/ws", wsOrigins: "https://a.example,b.example", kcpListen: "127.0.0.1:4",
+		inboxMax: 50, inboxTTL: 2 * time.Hour,
 	}
 	want.apps = f.apps
 	if *f != want {

@@ -78,6 +78,10 @@ type nodeFlags struct {
 	relayTLSKey        string
 	relayTLSCA         string
 	relayTLSServerName string
+
+	// reliable inbox (issue 14)
+	inboxMax int
+	inboxTTL time.Duration
 }
 
 // bindNodeFlags defines the flags of a node of kind on fs, with defaults
@@ -114,6 +118,8 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.relayTLSServerName, "relay-tls-server-name", "", "name checked in peers' relay certificates (default: the host of each peer's relay address)")
 	fs.DurationVar(&f.ttl, "ttl", gd.TTL, "etcd lease TTL: how long a crashed node stays listed")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", gd.SessionTTL, "Redis session record TTL, refreshed every third of it")
+	fs.IntVar(&f.inboxMax, "inbox-max", gd.InboxMax, "reliable messages kept per user inbox (backend.Deliver); older ones are trimmed and a resume from before them answers gap")
+	fs.DurationVar(&f.inboxTTL, "inbox-ttl", gd.InboxTTL, "how long a reliable message is kept in a user's inbox")
 	fs.StringVar(&f.app, "app", f.apps.defaultName(), "application whose handlers the node runs ("+f.apps.names()+")")
 	fs.StringVar(&f.httpAddr, "http", "", "serve /metrics (Prometheus), /healthz and /readyz on this host:port (default: off)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on --http")
@@ -146,6 +152,12 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	}
 	if f.sessionTTL < time.Second {
 		return fmt.Errorf("--session-ttl %v: must be at least 1s", f.sessionTTL)
+	}
+	if f.inboxMax < 1 {
+		return fmt.Errorf("--inbox-max %d: must be at least 1", f.inboxMax)
+	}
+	if f.inboxTTL < time.Second {
+		return fmt.Errorf("--inbox-ttl %v: must be at least 1s", f.inboxTTL)
 	}
 	if _, err := f.apps.lookup(f.app); err != nil {
 		return err
@@ -254,6 +266,8 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		Version:      version(),
 		Logger:       c.log,
 		Observer:     obs,
+		InboxMax:     f.inboxMax,
+		InboxTTL:     f.inboxTTL,
 	})
 	if err != nil {
 		return err
@@ -327,6 +341,8 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		Version:     version(),
 		Logger:      c.log,
 		Observer:    obs,
+		InboxMax:    f.inboxMax,
+		InboxTTL:    f.inboxTTL,
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/zcluster/zcluster/codec"
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/relay"
 )
 
@@ -62,6 +63,11 @@ type Config struct {
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
 	// of the cluster must agree (see relay.TLSConfig).
 	RelayTLS *relay.TLSConfig
+	// InboxMax is how many reliable messages each user's inbox keeps
+	// (default 1000; see Deliver and package inbox).
+	InboxMax int
+	// InboxTTL is how long a reliable message is kept (default 24h).
+	InboxTTL time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -78,6 +84,8 @@ func DefaultConfig() Config {
 		DrainTimeout: 5 * time.Second,
 		DrainQuiet:   300 * time.Millisecond,
 		Version:      "dev",
+		InboxMax:     inbox.DefaultMaxLen,
+		InboxTTL:     inbox.DefaultTTL,
 	}
 }
 
@@ -115,6 +123,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

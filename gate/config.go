@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
@@ -91,6 +92,11 @@ type Config struct {
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
 	// of the cluster must agree (see relay.TLSConfig).
 	RelayTLS *relay.TLSConfig
+	// InboxMax is how many reliable messages each user's inbox keeps
+	// (default 1000; see Deliver and package inbox).
+	InboxMax int
+	// InboxTTL is how long a reliable message is kept (default 24h).
+	InboxTTL time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -107,6 +113,8 @@ func DefaultConfig() Config {
 		RequestTimeout: 10 * time.Second,
 		MaxInflight:    DefaultMaxInflight,
 		Version:        "dev",
+		InboxMax:       inbox.DefaultMaxLen,
+		InboxTTL:       inbox.DefaultTTL,
 	}
 }
 
@@ -141,6 +149,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
@@ -64,6 +65,9 @@ type Gate struct {
 
 	pending *pendingTable
 	seq     atomic.Uint64
+	rooms   roomTable
+
+	inbox *inboxHub // resumed connections (resume.go)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -90,6 +94,9 @@ type client struct {
 	user    string
 	userB   []byte
 	closing atomic.Bool
+	// handlers are the backend nodes that handled its messages (under
+	// mu), told when the session closes.
+	handlers []string
 }
 
 func (c *client) login(user string) bool {
@@ -121,6 +128,7 @@ func New(cfg Config) (*Gate, error) {
 		handlers: make(map[uint32]localHandler),
 		clients:  make(map[string]*client),
 		pending:  newPendingTable(),
+		inbox:    newInboxHub(),
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
@@ -166,6 +174,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
 		Prefix: g.cfg.Prefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
 		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
+		InboxMaxLen: g.cfg.InboxMax, InboxTTL: g.cfg.InboxTTL,
 		RelayTLS: g.cfg.RelayTLS,
 	})
 	if err != nil {
@@ -205,6 +214,8 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	g.goLoop(g.onlineLoop)
+	g.goLoop(g.inboxSweepLoop)
 	g.goLoop(g.connsLoop)
 	return nil
 }
@@ -504,6 +515,10 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 			g.sendErrorTo(r.session, r.msgID, string(env.Payload))
 		}
 	case relay.KindPush:
+		if env.MsgID == inbox.MsgMessage {
+			g.onReliable(env)
+			return
+		}
 		if c := g.clientBytes(env.Session); c != nil {
 			g.deliver(c, env.MsgID, env.Payload)
 		} else {
@@ -517,7 +532,9 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 	case relay.KindBroadcast:
 		g.broadcastLocal(env.MsgID, env.Payload)
 	default:
-		g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		if !g.onExtraEnvelope(env) {
+			g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		}
 	}
 }
 
@@ -558,10 +575,12 @@ func (g *Gate) closeClient(c *client) {
 		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
 	g.mu.Unlock()
+	g.sessionClosed(c)
 	user, _ := c.identity()
 	if user == "" {
 		return
 	}
+	g.inbox.remove(user, c)
 	// Compare-and-delete: a record that moved to another gate stays.
 	g.goLoop(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -582,6 +601,11 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 		return
 	}
 	user, userB := c.identity()
+	if msgID == inbox.MsgResume {
+		g.cfg.Observer.MessageIn(msgID, registry.GateGroup)
+		g.onResume(c, payload)
+		return
+	}
 	// The gate's own handlers need no lookup: registration refuses any
 	// other group claiming their msgIDs, and they work before the gate's
 	// watch has seen its own registration.
@@ -627,6 +651,7 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
+			c.noteHandler(node.ID)
 			return
 		}
 		if !g.pending.remove(seq) {
