@@ -165,7 +165,7 @@ func TestTopLiveCluster(t *testing.T) {
 		regexp.MustCompile(`^gate\s+gate-1\s+gate\s+` + regexp.QuoteMeta(gates[0].RelayAddr()) + `\s+` + regexp.QuoteMeta(gates[0].ClientAddr()) + `\s+1 login\s+2\s+tcp 1, ws 1\s+[1-5]s\s+v-test\s+\d+s$`),
 		regexp.MustCompile(`^gate\s+gate-2\s+gate\s+\S+\s+` + regexp.QuoteMeta(gates[1].ClientAddr()) + `\s+1 login\s+1\s+tcp 1, ws 0\s+[1-5]s\s+v-test\s+\d+s$`),
 		regexp.MustCompile(`^echo\s+echo-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+-\s+-\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
-		regexp.MustCompile(`^im\s+im-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+2 send, 3 chain-echo, 4 echo, 5 broadcast\s+-\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
+		regexp.MustCompile(`^im\s+im-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+2 send, 3 chain-echo, 4 echo, 5 broadcast, 6 reliable-send\s+-\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
 		regexp.MustCompile(`^im\s+im-2\s+backend\s+`),
 	}
 	for i, re := range rows {
@@ -217,7 +217,7 @@ func TestTopLiveCluster(t *testing.T) {
 	if got.Nodes[2].Sessions != nil {
 		t.Errorf("json %s has sessions; only gates own sessions", got.Nodes[2].ID)
 	}
-	if len(got.Routes) != 5 || got.Routes[1].MsgID != 2 || got.Routes[1].Groups[0].Group != "im" ||
+	if len(got.Routes) != 6 || got.Routes[1].MsgID != 2 || got.Routes[1].Groups[0].Group != "im" ||
 		strings.Join(got.Routes[1].Groups[0].Nodes, ",") != "im-1,im-2" {
 		t.Errorf("json routes = %+v", got.Routes)
 	}
@@ -244,6 +244,7 @@ func TestRoutesLiveCluster(t *testing.T) {
 		`^3\s+chain-echo\s+im\s+im-1, im-2$`,
 		`^4\s+echo\s+im\s+im-1, im-2$`,
 		`^5\s+broadcast\s+im\s+im-1, im-2$`,
+		`^6\s+reliable-send\s+im\s+im-1, im-2$`,
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != len(want) {
