@@ -6,6 +6,9 @@
 //	echo       client -> gate -> backend (msgID 4) -> gate -> client
 //	send       user to user (msgID 2) across two gates, counting deliveries (100)
 //	broadcast  one sender, msgID 5 fanned out (101) to every session on every gate
+//	reliable   as send, with the reliable msgID 6 (backend.Deliver: stored in the
+//	           recipient's Redis inbox, then pushed); receivers resume first and
+//	           count each offset once, in order
 //
 // For echo, send and broadcast it starts a cluster in this process (embedded
 // etcd, a Redis, gates and im backends running the chat demo) unless gate
@@ -32,7 +35,7 @@ import (
 )
 
 // Scenarios lists the scenario names in the order they are documented.
-var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast"}
+var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "reliable"}
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("bench: invalid configuration")
@@ -105,7 +108,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClusterGates == 0 {
 		c.ClusterGates = 1
-		if c.Scenario == "send" || c.Scenario == "broadcast" {
+		if c.Scenario == "send" || c.Scenario == "broadcast" || c.Scenario == "reliable" {
 			c.ClusterGates = 2
 		}
 	}
@@ -180,6 +183,10 @@ type Result struct {
 	// RedisCPUSecPer100k is the Redis server's CPU (INFO cpu) per 100k
 	// messages; -1 when not measured.
 	RedisCPUSecPer100k float64 `json:"redis_cpu_s_per_100k"`
+	// RedisCallsPerMsg is, for reliable in an in-process cluster, the
+	// backends' Redis round trips for inbox appends per delivered message
+	// (appends are pipelined); -1 otherwise.
+	RedisCallsPerMsg float64 `json:"redis_calls_per_msg"`
 	// Sent counts requests written; Expected the answers they call for
 	// (Sent, or Sent x sessions for broadcast); Answered those received
 	// (whenever); Errors error frames or refusals (in answer units); Lost =
@@ -197,11 +204,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.validate(); err != nil {
 		return Result{}, err
 	}
-	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1}
+	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, RedisCallsPerMsg: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1}
 
 	var addrs []string
 	var redisAddr string
 	inProcess := true
+	var inboxCalls func() uint64 // in-process cluster: the backends' inbox round trips
 	switch cfg.Scenario {
 	case "direct", "plain":
 		var srv server
@@ -235,6 +243,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 			defer cl.close()
 			addrs, redisAddr = cl.gateAddrs(), cl.redis.Addr()
+			inboxCalls = cl.inboxCalls
 			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.gates), len(cl.backends), cl.redis.Kind())
 		}
 	}
@@ -279,12 +288,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		split.start()
 	}
 	a := snapshot(ctx, all, rdb)
+	if inboxCalls != nil {
+		a.inboxCalls = inboxCalls()
+	}
 	clk.measuring.Store(true)
 	if err := sleep(ctx, cfg.Duration); err != nil {
 		split.stop()
 		return res, err
 	}
 	b := snapshot(ctx, all, rdb)
+	if inboxCalls != nil {
+		b.inboxCalls = inboxCalls()
+	}
 	clk.measuring.Store(false)
 	res.LoadgenCPUShare = split.stop()
 	stopOnce()
@@ -305,6 +320,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if inProcess {
 			res.AllocsPerMsg = float64(b.allocs-a.allocs) / msgs
 			res.SyscallsPerMsg = float64(b.syscalls-a.syscalls) / msgs
+		}
+		if cfg.Scenario == "reliable" && inboxCalls != nil {
+			res.RedisCallsPerMsg = float64(b.inboxCalls-a.inboxCalls) / msgs
 		}
 		if a.redisOK && b.redisOK {
 			res.RedisCmdsPerMsg = float64(b.redisCmds-a.redisCmds) / msgs
@@ -373,7 +391,8 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			senders = append(senders, lc)
 		}
 		return senders, nil, 1, nil
-	case "send":
+	case "send", "reliable":
+		reliable := cfg.Scenario == "reliable"
 		for i := range cfg.Conns {
 			to := fmt.Sprintf("r%s-%d", run, i)
 			rc, err := open(addrs[(i+1)%len(addrs)])
@@ -385,12 +404,21 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			if err := rc.login(ctx, to); err != nil {
 				return senders, receivers, 1, err
 			}
+			if reliable {
+				rc.onFrame = reliableFrame
+				if err := rc.resumeFromNow(ctx); err != nil {
+					return senders, receivers, 1, err
+				}
+			}
 			sc, err := open(addrs[i%len(addrs)])
 			if err != nil {
 				return senders, receivers, 1, err
 			}
 			senders = append(senders, sc)
-			sc.build, sc.onFrame = sendBuild(to, max(cfg.Payload, 16)), senderFrame
+			sc.build, sc.onFrame = sendBuild(msgSend, to, max(cfg.Payload, 16)), senderFrame(msgSend)
+			if reliable {
+				sc.build, sc.onFrame = sendBuild(msgReliable, to, max(cfg.Payload, 16)), senderFrame(msgReliable)
+			}
 			if err := sc.login(ctx, fmt.Sprintf("s%s-%d", run, i)); err != nil {
 				return senders, receivers, 1, err
 			}
@@ -437,6 +465,8 @@ type snap struct {
 	redisOK   bool
 	redisCmds uint64
 	redisCPU  float64
+
+	inboxCalls uint64
 }
 
 func snapshot(ctx context.Context, all []*loadConn, rdb *redis.Client) snap {

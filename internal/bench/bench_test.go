@@ -100,6 +100,17 @@ func TestSmokeSend(t *testing.T) {
 	}
 }
 
+func TestSmokeReliable(t *testing.T) {
+	r, err := Run(context.Background(), short("reliable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounted(t, r)
+	if r.RedisCallsPerMsg <= 0 || r.RedisCallsPerMsg > 1.01 {
+		t.Fatalf("inbox round trips per delivery %v: want measured, at most one", r.RedisCallsPerMsg)
+	}
+}
+
 func TestSmokeBroadcast(t *testing.T) {
 	cfg := short("broadcast")
 	r, err := Run(context.Background(), cfg)

@@ -173,3 +173,13 @@ func (c *cluster) close() {
 		_ = os.RemoveAll(c.etcdDir)
 	}
 }
+
+// inboxCalls sums the backends' Redis round trips for reliable inbox
+// appends.
+func (c *cluster) inboxCalls() uint64 {
+	var n uint64
+	for _, b := range c.backends {
+		n += b.InboxStats().RedisCalls
+	}
+	return n
+}
