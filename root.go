@@ -103,10 +103,19 @@ the config file, which wins over the default.`,
 		newTopCmd(c),
 		newRoutesCmd(c),
 		newHealthCmd(c),
+		newDemoCmd(c),
 	)
 	env := &Env{c: c}
 	for _, add := range c.commands {
-		root.AddCommand(add(env))
+		cmd := add(env)
+		// A command of the binary's own replaces a built-in one of the
+		// same name (the chat binary's demo runs its tour).
+		for _, old := range root.Commands() {
+			if old.Name() == cmd.Name() {
+				root.RemoveCommand(old)
+			}
+		}
+		root.AddCommand(cmd)
 	}
 	renameExamples(root, c.name)
 	return root

@@ -79,9 +79,10 @@ func WithApp(app App) Option {
 	return func(c *cli) { c.apps = append(c.apps, app) }
 }
 
-// WithCommand adds a command of the binary's own. build is called once
-// when the command tree is built; the Env it gets gives the command the
-// binary's streams and, once the command runs, its logger.
+// WithCommand adds a command of the binary's own, replacing a built-in
+// command of the same name. build is called once when the command tree is
+// built; the Env it gets gives the command the binary's streams and, once
+// the command runs, its logger.
 func WithCommand(build func(*Env) *cobra.Command) Option {
 	return func(c *cli) { c.commands = append(c.commands, build) }
 }

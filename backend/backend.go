@@ -62,6 +62,9 @@ type Server struct {
 
 	handlers map[uint32]handler
 
+	closedHooks []SessionClosedFunc
+	sessions    sessionTable
+
 	node    *clusternode.Node
 	workers []chan *task
 	calls   *callTable
@@ -131,7 +134,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ID: s.cfg.ID, Group: s.cfg.Group, Kind: registry.KindBackend,
 		RelayListen: s.cfg.RelayListen, Advertise: s.cfg.Advertise,
 		Etcd: s.cfg.Etcd, Redis: s.cfg.Redis, Secret: s.cfg.Secret, Insecure: s.cfg.Insecure,
-		Prefix: s.cfg.Prefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
+		Prefix: s.cfg.Prefix, RedisPrefix: s.cfg.RedisPrefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
 		Version: s.cfg.Version, Logger: s.cfg.Logger, Handler: s.onEnvelope,
 		InboxMaxLen: s.cfg.InboxMax, InboxTTL: s.cfg.InboxTTL,
 		RelayTLS: s.cfg.RelayTLS,
@@ -140,6 +143,12 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("backend %s: %w", s.cfg.ID, err)
 	}
 	s.node.Relay.OnLinkDown(func(node string, _ error) { s.calls.failNode(node) })
+	s.node.OnGateGone(s.gateGone)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweepSessions()
+	}()
 	s.workers = make([]chan *task, s.cfg.Workers)
 	for i := range s.workers {
 		ch := make(chan *task, s.cfg.QueueLen)
@@ -218,6 +227,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.drain(ctx)
 		s.cancel()
 		s.wg.Wait()
+		s.stopHooks(ctx)
 		s.node.Close(ctx)
 		s.log.Info("backend stopped")
 	})
@@ -277,6 +287,9 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 		if len(env.Payload) == 0 {
 			t.payload = nil
 		}
+		if t.session != "" && s.trackOn() {
+			s.track(t.kind, t.session, t.user, t.source)
+		}
 		s.inflight.Add(1)
 		ch := s.workers[s.shard(env.Session, env.Seq)]
 		select {
@@ -289,6 +302,8 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 		}
 	case relay.KindCallReply:
 		s.calls.resolve(env.Seq, string(env.Source), env.Payload, env.Flags&relay.FlagError != 0)
+	case relay.KindSessionClosed:
+		s.sessionClosed(string(env.Session), string(env.User))
 	default:
 		s.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
 	}

@@ -203,6 +203,7 @@ func (s *Server) call(session, user, group string, msgID uint32, payload []byte)
 			return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
 		}
 	}
+	s.noteCallee(session, user, node.ID)
 	t := time.NewTimer(s.cfg.CallTimeout)
 	defer t.Stop()
 	select {

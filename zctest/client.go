@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -52,6 +53,9 @@ func Start(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	if cfg.Gates == 0 {
 		cfg.Gates = 2
+	}
+	if os.Getenv("ZC_TEST_REDIS") == "require" {
+		cfg.RequireRedisServer = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout+ReadyTimeout)
 	defer cancel()

@@ -51,9 +51,8 @@ const (
 	StopTimeout = 20 * time.Second
 )
 
-// ErrNoRedisServer is returned by New when Config.RequireRedisServer (or
-// the environment variable ZC_TEST_REDIS=require) asks for a real
-// redis-server and none is on PATH.
+// ErrNoRedisServer is returned by New when Config.RequireRedisServer asks
+// for a real redis-server and none is on PATH.
 var ErrNoRedisServer = redisrun.ErrNoRedisServer
 
 // Config says what a test cluster runs. The zero value is a cluster of
@@ -74,8 +73,9 @@ type Config struct {
 	// RedisAddr, if set, is used instead of starting a Redis.
 	RedisAddr string
 	// RequireRedisServer makes New fail rather than fall back to the
-	// in-process miniredis when no redis-server is on PATH. The
-	// environment variable ZC_TEST_REDIS=require does the same.
+	// in-process miniredis when no redis-server is on PATH. Start sets it
+	// when the environment variable ZC_TEST_REDIS is "require" (as the
+	// project's CI does).
 	RequireRedisServer bool
 	// Secret authenticates relay links (default: random).
 	Secret []byte
@@ -177,7 +177,7 @@ func (c *Cluster) startRedis(ctx context.Context) error {
 	switch {
 	case err == nil:
 		c.cfg.Out("redis: %s on %s", s.Kind(), s.Addr())
-	case errors.Is(err, redisrun.ErrNoRedisServer) && !c.cfg.RequireRedisServer && os.Getenv("ZC_TEST_REDIS") != "require":
+	case errors.Is(err, redisrun.ErrNoRedisServer) && !c.cfg.RequireRedisServer:
 		if s, err = redisrun.StartMemory(); err != nil {
 			return fmt.Errorf("redis: %w", err)
 		}
@@ -368,6 +368,15 @@ func (c *Cluster) EtcdEndpoints() []string { return c.etcd.Endpoints() }
 
 // RedisAddr returns the Redis address.
 func (c *Cluster) RedisAddr() string { return c.rAddr }
+
+// RedisKind says which Redis runs: "redis-server 7.x", "miniredis", or ""
+// when Config.RedisAddr was given.
+func (c *Cluster) RedisKind() string {
+	if c.redis == nil {
+		return ""
+	}
+	return c.redis.Kind()
+}
 
 // Secret returns the relay secret, for nodes started outside the kit.
 func (c *Cluster) Secret() []byte { return c.cfg.Secret }

@@ -52,6 +52,8 @@ func newBenchCmd(c *cli) *cobra.Command {
   reliable   as send with the reliable msgID 6 (backend.Deliver: stored in the
              recipient's Redis inbox, then pushed); receivers resume first and
              count each offset once, in order
+  room       --conns sessions in one room over the gates; one sender's msgID 21
+             pushed to the room (121), one relay envelope per gate with members
   idle       memory per idle connection: a gate vs a bare zinx server (--conns,
              default here 9000: client and server share this process's
              open-file limit)
@@ -75,7 +77,7 @@ The exit status is 1 if any message was lost.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, send, broadcast, reliable or idle")
+	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, send, broadcast, room, reliable or idle")
 	fs.StringVar(&o.compare, "compare", "", "comma list of scenarios to run back to back, e.g. plain,direct,echo (overrides --scenario)")
 	fs.IntVar(&o.conns, "conns", 50, "client connections (send: sender/receiver pairs; broadcast: sessions)")
 	fs.IntVar(&o.window, "window", 8, "requests in flight per sending connection")

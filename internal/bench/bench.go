@@ -9,6 +9,8 @@
 //	reliable   as send, with the reliable msgID 6 (backend.Deliver: stored in the
 //	           recipient's Redis inbox, then pushed); receivers resume first and
 //	           count each offset once, in order
+//	room       every session in one room; one sender's msgID 21 pushed to the
+//	           room (121): one relay envelope per gate, fanned out by the gates
 //
 // For echo, send and broadcast it starts a cluster in this process (embedded
 // etcd, a Redis, gates and im backends running the chat demo) unless gate
@@ -35,7 +37,7 @@ import (
 )
 
 // Scenarios lists the scenario names in the order they are documented.
-var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "reliable"}
+var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "room", "reliable"}
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("bench: invalid configuration")
@@ -108,7 +110,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClusterGates == 0 {
 		c.ClusterGates = 1
-		if c.Scenario == "send" || c.Scenario == "broadcast" || c.Scenario == "reliable" {
+		if c.Scenario == "send" || c.Scenario == "broadcast" || c.Scenario == "room" || c.Scenario == "reliable" {
 			c.ClusterGates = 2
 		}
 	}
@@ -187,6 +189,10 @@ type Result struct {
 	// backends' Redis round trips for inbox appends per delivered message
 	// (appends are pipelined); -1 otherwise.
 	RedisCallsPerMsg float64 `json:"redis_calls_per_msg"`
+	// RelayPerSent is the relay envelopes the backends sent per request
+	// sent during the measured interval (room: the room pushes, one per
+	// gate with members, plus the forward's done); -1 when not measured.
+	RelayPerSent float64 `json:"relay_envelopes_per_sent"`
 	// Sent counts requests written; Expected the answers they call for
 	// (Sent, or Sent x sessions for broadcast); Answered those received
 	// (whenever); Errors error frames or refusals (in answer units); Lost =
@@ -204,10 +210,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.validate(); err != nil {
 		return Result{}, err
 	}
-	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, RedisCallsPerMsg: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1}
+	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1, RelayPerSent: -1, RedisCallsPerMsg: -1}
 
 	var addrs []string
 	var redisAddr string
+	var relaySent func() uint64
 	inProcess := true
 	var inboxCalls func() uint64 // in-process cluster: the backends' inbox round trips
 	switch cfg.Scenario {
@@ -236,15 +243,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			res.Target = "gates " + strings.Join(cfg.Gates, ",")
 		} else {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			cl, err := startCluster(sctx, cfg.ClusterGates, cfg.Backends, cfg.Logger)
+			cl, err := startCluster(sctx, cfg.ClusterGates, cfg.Backends, cfg.Scenario == "room", cfg.Logger)
 			cancel()
 			if err != nil {
 				return res, err
 			}
 			defer cl.close()
-			addrs, redisAddr = cl.gateAddrs(), cl.redis.Addr()
+			addrs, redisAddr, relaySent = cl.gateAddrs(), cl.RedisAddr(), cl.relaySent
 			inboxCalls = cl.inboxCalls
-			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.gates), len(cl.backends), cl.redis.Kind())
+			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.Gates()), cfg.Backends, cl.redisKind)
+			if cfg.Scenario == "room" {
+				res.Target += ", 1 room backend"
+			}
 		}
 	}
 
@@ -291,6 +301,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if inboxCalls != nil {
 		a.inboxCalls = inboxCalls()
 	}
+	sentA, relayA := sentBy(senders), uint64(0)
+	if relaySent != nil {
+		relayA = relaySent()
+	}
 	clk.measuring.Store(true)
 	if err := sleep(ctx, cfg.Duration); err != nil {
 		split.stop()
@@ -299,6 +313,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	b := snapshot(ctx, all, rdb)
 	if inboxCalls != nil {
 		b.inboxCalls = inboxCalls()
+	}
+	if relaySent != nil {
+		if n := sentBy(senders) - sentA; n > 0 {
+			res.RelayPerSent = float64(relaySent()-relayA) / float64(n)
+		}
 	}
 	clk.measuring.Store(false)
 	res.LoadgenCPUShare = split.stop()
@@ -424,6 +443,28 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			}
 		}
 		return senders, receivers, 1, nil
+	case "room":
+		room := []byte(benchRoomName)
+		for i := range cfg.Conns {
+			lc, err := open(addrs[i%len(addrs)])
+			if err != nil {
+				return senders, receivers, uint64(cfg.Conns), err
+			}
+			if i == 0 {
+				lc.build, lc.onFrame = roomSayBuild(max(cfg.Payload, 16)), deliveryFrame(msgRoomSaid, true)
+				senders = append(senders, lc)
+			} else {
+				lc.onFrame = deliveryFrame(msgRoomSaid, false)
+				receivers = append(receivers, lc)
+			}
+			if err := lc.login(ctx, fmt.Sprintf("m%s-%d", run, i)); err != nil {
+				return senders, receivers, uint64(cfg.Conns), err
+			}
+			if err := lc.request(ctx, msgRoomJoin, room); err != nil {
+				return senders, receivers, uint64(cfg.Conns), err
+			}
+		}
+		return senders, receivers, uint64(cfg.Conns), nil
 	default: // broadcast
 		for i := range cfg.Conns {
 			lc, err := open(addrs[i%len(addrs)])
@@ -557,4 +598,13 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// sentBy returns the requests the senders have written so far.
+func sentBy(senders []*loadConn) uint64 {
+	var n uint64
+	for _, lc := range senders {
+		n += lc.sent.Load()
+	}
+	return n
 }

@@ -101,6 +101,9 @@ func (r Report) WriteText(w io.Writer) error {
 		if x.RedisCallsPerMsg >= 0 {
 			fmt.Fprintf(w, "%s: %.3f Redis round trips per delivery for inbox appends (pipelined)\n", x.Scenario, x.RedisCallsPerMsg)
 		}
+		if x.RelayPerSent >= 0 {
+			fmt.Fprintf(w, "%s: %.2f relay envelopes from backends per request sent\n", x.Scenario, x.RelayPerSent)
+		}
 	}
 	for _, p := range ratioPairs {
 		k := p[0] + "/" + p[1]
