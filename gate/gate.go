@@ -253,6 +253,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.onlineLoop)
 	g.goLoop(g.inboxSweepLoop)
+	g.goLoop(g.connsLoop)
 	return nil
 }
 
