@@ -304,10 +304,18 @@ func (c *cli) chatConn(ctx context.Context, conn *zclient.Conn, out *syncWriter,
 		_ = conn.Close()
 		<-recvDone // the cursor belongs to the receiver until it ends
 	}()
+	// A quiet chat keeps its connection: the gate closes connections that
+	// send nothing for --idle-timeout (60s by default).
+	beat := time.NewTicker(chatHeartbeat)
+	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat.C:
+			if err := conn.Send(protocol.MsgHeartbeat, nil); err != nil {
+				return fmt.Errorf("%w: %v", errConnLost, err)
+			}
 		case err := <-recvDone:
 			recvDone <- err // for the deferred wait
 			return err
@@ -332,6 +340,9 @@ func (c *cli) chatConn(ctx context.Context, conn *zclient.Conn, out *syncWriter,
 		}
 	}
 }
+
+// chatHeartbeat is how often a chat client sends the heartbeat msgID.
+const chatHeartbeat = 20 * time.Second
 
 // readLines sends each line of r to lines and closes it at end of input.
 func readLines(r io.Reader, lines chan<- string, stop <-chan struct{}) {
@@ -364,6 +375,8 @@ func receive(conn *zclient.Conn, out *syncWriter, rs *reliableState) error {
 		var line string
 		var kicked bool
 		switch f.MsgID {
+		case protocol.MsgHeartbeat:
+			continue
 		case inbox.MsgResume, inbox.MsgMessage:
 			line = rs.frame(f)
 		default:
