@@ -65,6 +65,9 @@ type Server struct {
 
 	regErrs []string // bad Handle/HandleCall registrations, reported by Start
 
+	closedHooks []SessionClosedFunc
+	sessions    sessionTable
+
 	node    *clusternode.Node // set by Start before live
 	disp    *dispatcher       // client messages; exists from New on
 	calls   *callTable
@@ -157,9 +160,7 @@ func (s *Server) HandleCall(msgID uint32, name string, fn HandlerFunc) {
 }
 
 func (s *Server) register(h handler) {
-	if s.started.Load() {
-		panic(fmt.Sprintf("backend %s: msgID %d (%q) registered after Start", s.cfg.ID, h.route.MsgID, h.route.Name))
-	}
+	s.mustNotBeStarted()
 	id, name := h.route.MsgID, h.route.Name
 	switch prev, dup := s.handlers[id]; {
 	case protocol.Reserved(id):
@@ -170,6 +171,12 @@ func (s *Server) register(h handler) {
 		s.regErrs = append(s.regErrs, fmt.Sprintf("msgID %d (%q) has a nil handler", id, name))
 	default:
 		s.handlers[id] = h
+	}
+}
+
+func (s *Server) mustNotBeStarted() {
+	if s.started.Load() {
+		panic("backend: handlers and hooks must be registered before Start")
 	}
 }
 
@@ -191,6 +198,7 @@ func (s *Server) Start(ctx context.Context) error {
 		Etcd: s.cfg.Etcd, Redis: s.cfg.Redis, Secret: s.cfg.Secret, Insecure: s.cfg.Insecure,
 		Prefix: s.cfg.Prefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
 		Version: s.cfg.Version, Logger: s.cfg.Logger, Handler: s.onEnvelope,
+		InboxMaxLen: s.cfg.InboxMax, InboxTTL: s.cfg.InboxTTL,
 		RelayTLS: s.cfg.RelayTLS,
 	})
 	if err != nil {
@@ -199,6 +207,12 @@ func (s *Server) Start(ctx context.Context) error {
 	s.node = node
 	s.live.Store(true)
 	s.node.Relay.OnLinkDown(func(node string, _ error) { s.calls.failNode(node) })
+	s.node.OnGateGone(s.gateGone)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweepSessions()
+	}()
 	for range s.cfg.Workers {
 		s.wg.Add(1)
 		go s.work()
@@ -311,6 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err := s.waitHandlers(ctx); err != nil {
 			s.stopErr = err
 		}
+		s.stopHooks(ctx)
 		s.node.Close(ctx)
 		s.log.Info("backend stopped")
 	})
@@ -362,6 +377,9 @@ func (s *Server) work() {
 		if !ok {
 			return
 		}
+		if q.key != "" && s.trackOn() {
+			s.track(relay.KindForward, q.key, it.user, it.source)
+		}
 		s.run(&Context{s: s, t: task{kind: relay.KindForward, source: it.source, seq: it.seq,
 			msgID: it.msgID, session: q.key, user: it.user, payload: it.payload}})
 		s.disp.done(q, it)
@@ -410,6 +428,8 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 		s.onCall(env)
 	case relay.KindCallReply:
 		s.calls.resolve(env.Seq, string(env.Source), env.Payload, env.Flags&relay.FlagError != 0)
+	case relay.KindSessionClosed:
+		s.sessionClosed(string(env.Session), string(env.User))
 	default:
 		s.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
 	}
@@ -433,6 +453,9 @@ func (s *Server) onCall(env *relay.Envelope) {
 		session: string(buf[src : src+ns]), user: string(buf[src+ns:])}
 	if len(env.Payload) > 0 {
 		t.payload = append([]byte(nil), env.Payload...)
+	}
+	if t.session != "" && s.trackOn() {
+		s.track(t.kind, t.session, t.user, t.source)
 	}
 	s.startMu.Lock()
 	defer s.startMu.Unlock()

@@ -9,6 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/codec"
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/relay"
 )
 
@@ -68,11 +70,19 @@ type Config struct {
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
 	Logger *slog.Logger
+	// Codec encodes and decodes the messages of typed handlers (Typed)
+	// and Context.Encode (default codec.JSON{}).
+	Codec codec.Codec
 	// Observer receives countable events for metrics (default NopObserver).
 	Observer Observer
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
 	// of the cluster must agree (see relay.TLSConfig).
 	RelayTLS *relay.TLSConfig
+	// InboxMax is how many reliable messages each user's inbox keeps
+	// (default 1000; see Deliver and package inbox).
+	InboxMax int
+	// InboxTTL is how long a reliable message is kept (default 24h).
+	InboxTTL time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -92,11 +102,16 @@ func DefaultConfig() Config {
 		DrainTimeout:      5 * time.Second,
 		DrainQuiet:        300 * time.Millisecond,
 		Version:           "dev",
+		InboxMax:          inbox.DefaultMaxLen,
+		InboxTTL:          inbox.DefaultTTL,
 	}
 }
 
 func (c *Config) setDefaults() {
 	d := DefaultConfig()
+	if c.Codec == nil {
+		c.Codec = codec.JSON{}
+	}
 	if c.RelayListen == "" {
 		c.RelayListen = d.RelayListen
 	}
@@ -135,6 +150,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/zcluster/zcluster/codec"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
@@ -21,6 +22,8 @@ type Context struct {
 	held    bool // a reply is held back to carry the Done flag
 	heldID  uint32
 	heldMsg []byte
+
+	codec codec.Codec // set by a typed handler (Typed)
 }
 
 // Session returns the client session the message came from ("" for a Call
@@ -214,6 +217,7 @@ func (s *Server) call(session, user, group string, msgID uint32, payload []byte)
 			return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
 		}
 	}
+	s.noteCallee(session, user, node.ID)
 	t := time.NewTimer(s.cfg.CallTimeout)
 	defer t.Stop()
 	select {

@@ -9,17 +9,24 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
 )
 
-// Reserved client msgIDs.
+// Reserved client msgIDs (see package protocol).
 const (
 	// MsgKick tells a client why it is being disconnected: {"reason":"..."}.
-	MsgKick uint32 = 9
+	MsgKick = protocol.MsgKick
+	// MsgHeartbeat is answered by the gate itself, with the same payload.
+	MsgHeartbeat = protocol.MsgHeartbeat
 	// MsgError is an error frame: {"msg_id":N,"error":"..."}.
-	MsgError uint32 = 65535
+	MsgError = protocol.MsgError
 )
+
+// DefaultMaxInflight is the default Config.MaxInflight.
+const DefaultMaxInflight = 64
 
 // Config configures a gate. Zero fields take the defaults documented here.
 type Config struct {
@@ -55,6 +62,11 @@ type Config struct {
 	// RequestTimeout is how long a forwarded request may wait for its
 	// backend before the client gets an error frame (default 10s).
 	RequestTimeout time.Duration
+	// MaxInflight bounds the requests one client connection may have
+	// forwarded and not yet answered (default 64). Past it the gate stops
+	// reading that connection until answers come back, so TCP pushes back
+	// on that client alone; no frame is dropped.
+	MaxInflight int
 	// Version is published in etcd.
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
@@ -64,9 +76,27 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile (PEM files), both set, make the client
 	// listener speak TLS; both empty (the default) keep it plain TCP.
 	TLSCertFile, TLSKeyFile string
+	// WSListen, if set, opens a WebSocket listener on host:port (path
+	// WSPath, default "/ws") carrying the same frames as ClientListen, one
+	// or more whole frames per binary message; TLSCertFile and TLSKeyFile
+	// make it wss://.
+	WSListen string
+	WSPath   string
+	// WSOrigins lists the browser origins allowed to open a WebSocket: "*"
+	// allows any; empty allows only pages served from the host name the
+	// client dialled (see clientnet.WSConfig.Origins).
+	WSOrigins []string
+	// KCPListen, if set, opens a KCP (reliable UDP) listener on host:port
+	// carrying the same byte stream as ClientListen.
+	KCPListen string
 	// RelayTLS, if set, puts this node's relay links under TLS; every node
 	// of the cluster must agree (see relay.TLSConfig).
 	RelayTLS *relay.TLSConfig
+	// InboxMax is how many reliable messages each user's inbox keeps
+	// (default 1000; see Deliver and package inbox).
+	InboxMax int
+	// InboxTTL is how long a reliable message is kept (default 24h).
+	InboxTTL time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except the
@@ -81,7 +111,10 @@ func DefaultConfig() Config {
 		MaxFrame:       frame.DefaultMaxFrame,
 		SendQueue:      1 << 20,
 		RequestTimeout: 10 * time.Second,
+		MaxInflight:    DefaultMaxInflight,
 		Version:        "dev",
+		InboxMax:       inbox.DefaultMaxLen,
+		InboxTTL:       inbox.DefaultTTL,
 	}
 }
 
@@ -111,8 +144,17 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = d.MaxInflight
+	}
 	if c.Version == "" {
 		c.Version = d.Version
+	}
+	if c.InboxMax == 0 {
+		c.InboxMax = d.InboxMax
+	}
+	if c.InboxTTL == 0 {
+		c.InboxTTL = d.InboxTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,6 +178,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
+	case c.WSPath != "" && c.WSPath[0] != '/':
+		return fmt.Errorf("%w: websocket path %q must start with /", ErrConfig, c.WSPath)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("%w: max inflight %d below 1", ErrConfig, c.MaxInflight)
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
 	}

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zcluster/zcluster/inbox"
+	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/zinxkit"
@@ -53,13 +55,19 @@ type Gate struct {
 
 	node      *clusternode.Node
 	server    *zinxkit.Server
+	ws        *clientnet.WSServer  // nil unless Config.WSListen
+	kcp       *clientnet.KCPServer // nil unless Config.KCPListen
 	clientAdv string
+	conns     [numTransports]atomic.Int64 // open connections by transport
 
 	mu      sync.RWMutex
 	clients map[string]*client // by session id
 
 	pending *pendingTable
 	seq     atomic.Uint64
+	rooms   roomTable
+
+	inbox *inboxHub // resumed connections (resume.go)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -74,14 +82,21 @@ type Gate struct {
 
 // client is the gate's state for one client connection.
 type client struct {
-	conn    *zinxkit.Conn
-	sid     string
-	sidB    []byte
-	token   string
+	conn      clientConn
+	transport transport
+	sid       string
+	sidB      []byte
+	token     string
+	// slots holds one token per forwarded request not answered yet;
+	// capacity Config.MaxInflight.
+	slots   chan struct{}
 	mu      sync.Mutex
 	user    string
 	userB   []byte
 	closing atomic.Bool
+	// handlers are the backend nodes that handled its messages (under
+	// mu), told when the session closes.
+	handlers []string
 }
 
 func (c *client) login(user string) bool {
@@ -113,6 +128,7 @@ func New(cfg Config) (*Gate, error) {
 		handlers: make(map[uint32]localHandler),
 		clients:  make(map[string]*client),
 		pending:  newPendingTable(),
+		inbox:    newInboxHub(),
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
@@ -158,6 +174,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
 		Prefix: g.cfg.Prefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
 		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
+		InboxMaxLen: g.cfg.InboxMax, InboxTTL: g.cfg.InboxTTL,
 		RelayTLS: g.cfg.RelayTLS,
 	})
 	if err != nil {
@@ -178,8 +195,11 @@ func (g *Gate) Start(ctx context.Context) error {
 		return fmt.Errorf("gate %s: client listener: %w", g.cfg.ID, err)
 	}
 	g.clientAdv, err = clusternode.AdvertiseAddr(g.cfg.Advertise, g.server.Addr())
+	if err == nil {
+		err = g.startExtraListeners()
+	}
 	if err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
@@ -188,12 +208,14 @@ func (g *Gate) Start(ctx context.Context) error {
 		routes = append(routes, h.route)
 	}
 	if err := g.node.Register(ctx, g.clientAdv, routes); err != nil {
-		g.server.Stop()
+		g.stopListeners()
 		g.node.Close(ctx)
 		return err
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	g.goLoop(g.onlineLoop)
+	g.goLoop(g.inboxSweepLoop)
 	return nil
 }
 
@@ -311,7 +333,7 @@ func (g *Gate) Shutdown(ctx context.Context) error {
 					_ = c.conn.Flush(d)
 				}
 			}
-			g.server.Stop()
+			g.stopListeners()
 			// Wait for OnClose of every connection (it starts the unbinds).
 			for g.Sessions() > 0 && ctx.Err() == nil {
 				time.Sleep(10 * time.Millisecond)
@@ -492,6 +514,10 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 			g.sendErrorTo(r.session, r.msgID, string(env.Payload))
 		}
 	case relay.KindPush:
+		if env.MsgID == inbox.MsgMessage {
+			g.onReliable(env)
+			return
+		}
 		if c := g.clientBytes(env.Session); c != nil {
 			g.deliver(c, env.MsgID, env.Payload)
 		} else {
@@ -505,7 +531,9 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 	case relay.KindBroadcast:
 		g.broadcastLocal(env.MsgID, env.Payload)
 	default:
-		g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		if !g.onExtraEnvelope(env) {
+			g.log.Debug("unexpected envelope", "kind", env.Kind, "from", string(env.Source))
+		}
 	}
 }
 
@@ -519,42 +547,39 @@ func (g *Gate) broadcastLocal(msgID uint32, payload []byte) {
 	}
 }
 
-// clientHandler adapts the gate to zinxkit's connection events.
-type clientHandler struct{ g *Gate }
-
-func (h clientHandler) OnOpen(conn *zinxkit.Conn) {
-	g := h.g
+// openClient gives a new connection, of any transport, its session.
+func (g *Gate) openClient(conn clientConn, tr transport) *client {
 	sid := session.NewID()
-	c := &client{conn: conn, sid: sid, sidB: []byte(sid), token: session.NewToken()}
-	conn.Value = c
+	c := &client{conn: conn, transport: tr, sid: sid, sidB: []byte(sid), token: session.NewToken(), slots: make(chan struct{}, g.cfg.MaxInflight)}
 	if g.stopping.Load() {
 		c.closing.Store(true)
 		_ = conn.Send(MsgKick, kickPayload("gate shutting down"))
 		conn.Close()
-		return
+		return c
 	}
 	g.mu.Lock()
 	g.clients[sid] = c
 	g.mu.Unlock()
-	g.cfg.Observer.ConnOpened()
+	g.conns[tr].Add(1)
+	g.cfg.Observer.ConnOpened(tr.String())
+	return c
 }
 
-func (h clientHandler) OnClose(conn *zinxkit.Conn) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok {
-		return
-	}
+// closeClient forgets a connection that ended and unbinds its session.
+func (g *Gate) closeClient(c *client) {
 	g.mu.Lock()
 	if g.clients[c.sid] == c {
 		delete(g.clients, c.sid)
-		g.cfg.Observer.ConnClosed()
+		g.conns[c.transport].Add(-1)
+		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
 	g.mu.Unlock()
+	g.sessionClosed(c)
 	user, _ := c.identity()
 	if user == "" {
 		return
 	}
+	g.inbox.remove(user, c)
 	// Compare-and-delete: a record that moved to another gate stays.
 	g.goLoop(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -568,13 +593,18 @@ func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	})
 }
 
-func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte) {
-	g := h.g
-	c, ok := conn.Value.(*client)
-	if !ok || c.closing.Load() {
+// onFrame routes one client frame, whatever the transport; it runs on the
+// connection's reader goroutine.
+func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
+	if c.closing.Load() {
 		return
 	}
 	user, userB := c.identity()
+	if msgID == inbox.MsgResume {
+		g.cfg.Observer.MessageIn(msgID, registry.GateGroup)
+		g.onResume(c, payload)
+		return
+	}
 	// The gate's own handlers need no lookup: registration refuses any
 	// other group claiming their msgIDs, and they work before the gate's
 	// watch has seen its own registration.
@@ -614,12 +644,18 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 	seq := g.seq.Add(1)
 	env := relay.Envelope{Kind: relay.KindForward, MsgID: msgID, Seq: seq, Session: c.sidB, User: userB, Payload: payload}
 	for attempt := 0; ; attempt++ {
-		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout)})
+		if !g.acquireSlot(c) {
+			return // the connection or the gate is closing
+		}
+		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
 		err := g.node.Relay.Send(g.ctx, node.ID, &env)
 		if err == nil {
+			c.noteHandler(node.ID)
 			return
 		}
-		g.pending.remove(seq)
+		if !g.pending.remove(seq) {
+			return // answered or timed out meanwhile: the client was told
+		}
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
 		g.markSuspect(node.ID)
@@ -629,6 +665,27 @@ func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte)
 			return
 		}
 		node = next
+	}
+}
+
+// acquireSlot takes one of c's in-flight tokens. When all are taken it
+// blocks the connection's reader (so the gate stops reading this client and
+// TCP pushes back on it alone) until an answer, a timeout or a failure
+// gives one back, the connection closes, or the gate stops; it returns
+// false in the last two cases.
+func (g *Gate) acquireSlot(c *client) bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-c.conn.Context().Done():
+		return false
+	case <-g.ctx.Done():
+		return false
 	}
 }
 

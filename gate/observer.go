@@ -4,9 +4,10 @@ package gate
 // called on hot paths (once per client frame) from many goroutines: they
 // must be cheap, must not block, and must be safe for concurrent use.
 type Observer interface {
-	// ConnOpened and ConnClosed bracket every client connection.
-	ConnOpened()
-	ConnClosed()
+	// ConnOpened and ConnClosed bracket every client connection; transport
+	// is "tcp", "ws" or "kcp".
+	ConnOpened(transport string)
+	ConnClosed(transport string)
 	// LoggedIn counts successful logins; Kicked counts sessions closed by a
 	// kick (takeover, backend Kick, shutdown notice not included).
 	LoggedIn()
@@ -26,10 +27,10 @@ type NopObserver struct{}
 var _ Observer = NopObserver{}
 
 // ConnOpened implements Observer.
-func (NopObserver) ConnOpened() {}
+func (NopObserver) ConnOpened(string) {}
 
 // ConnClosed implements Observer.
-func (NopObserver) ConnClosed() {}
+func (NopObserver) ConnClosed(string) {}
 
 // LoggedIn implements Observer.
 func (NopObserver) LoggedIn() {}

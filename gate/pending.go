@@ -15,6 +15,17 @@ type pendingRequest struct {
 	deadline time.Time
 	// reason replaces the timeout text once the node is known to be gone.
 	reason string
+	// slots is the client connection's in-flight semaphore: the request
+	// holds one token from add until it leaves the table.
+	slots chan struct{}
+}
+
+// release gives the request's in-flight token back to its connection.
+func (r *pendingRequest) release() {
+	select {
+	case <-r.slots:
+	default:
+	}
 }
 
 // pendingShards spreads the table over independently locked maps: every
@@ -63,14 +74,23 @@ func (p *pendingTable) done(seq uint64, node string) (pendingRequest, bool) {
 		return pendingRequest{}, false
 	}
 	delete(s.m, seq)
+	r.release()
 	return r, true
 }
 
-func (p *pendingTable) remove(seq uint64) {
+// remove takes seq out of the table (its send failed), releasing its
+// in-flight token, and reports whether it was still there (if not, an
+// answer or the sweep took it, and released the token).
+func (p *pendingTable) remove(seq uint64) bool {
 	s := p.shard(seq)
 	s.mu.Lock()
-	delete(s.m, seq)
+	r, ok := s.m[seq]
+	if ok {
+		delete(s.m, seq)
+		r.release()
+	}
 	s.mu.Unlock()
+	return ok
 }
 
 // failNodeSoon gives every request forwarded to node until deadline, then
@@ -100,6 +120,7 @@ func (p *pendingTable) expire(now time.Time) []pendingRequest {
 			if now.After(r.deadline) {
 				out = append(out, r)
 				delete(s.m, seq)
+				r.release()
 			}
 		}
 		s.mu.Unlock()

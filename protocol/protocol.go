@@ -18,13 +18,22 @@ const (
 	// MsgError (gate -> client) is an error frame,
 	// JSON {"msg_id":N,"error":"..."}.
 	MsgError uint32 = 65535
+	// MsgReliable (gate -> client) carries one reliable message (see
+	// package inbox and backend.Server.Deliver): offset uint64, epoch
+	// uint64, application msgID uint32, application payload.
+	MsgReliable uint32 = 65533
+	// MsgResume (client -> gate, after login) asks for the reliable
+	// messages after a position: epoch uint64, last offset seen uint64. The
+	// gate answers with MsgResume too (status uint8, epoch, next, last:
+	// uint64 each), then replays, then goes live (see package inbox).
+	MsgResume uint32 = 65532
 )
 
 // Reserved reports whether msgID is one of the framework's own msgIDs,
 // which no application handler may register.
 func Reserved(msgID uint32) bool {
 	switch msgID {
-	case MsgKick, MsgHeartbeat, MsgError:
+	case MsgKick, MsgHeartbeat, MsgError, MsgReliable, MsgResume:
 		return true
 	}
 	return false

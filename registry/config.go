@@ -12,8 +12,9 @@ import (
 
 // Defaults used by DefaultConfig and filled in for zero Config fields.
 const (
-	DefaultPrefix = "/zcluster"
-	DefaultTTL    = 10 * time.Second
+	DefaultPrefix      = "/zcluster"
+	DefaultTTL         = 10 * time.Second
+	DefaultRouteMemory = time.Hour
 )
 
 // Config is shared by Register and Watch.
@@ -28,11 +29,20 @@ type Config struct {
 	TTL time.Duration
 	// Logger receives one line per lifecycle event; default slog.Default().
 	Logger *slog.Logger
+	// RouteMemory is how long the routes of a backend group stay known
+	// after its last node has gone (stopped or crashed), so that a gate
+	// answers "no live node for group" rather than "unknown msgID" and
+	// `zcluster routes` lists them as down. A backend's Registration keeps
+	// "<prefix>/known/<msgID>/<nodeID>" keys on a lease of this TTL, kept
+	// alive while the node lives; a live claim of another group replaces
+	// them at once. Default 1h, rounded up to whole seconds; negative: no
+	// memory (and no known keys written).
+	RouteMemory time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except Client.
 func DefaultConfig() Config {
-	return Config{Prefix: DefaultPrefix, TTL: DefaultTTL, Logger: slog.Default()}
+	return Config{Prefix: DefaultPrefix, TTL: DefaultTTL, Logger: slog.Default(), RouteMemory: DefaultRouteMemory}
 }
 
 // withDefaults returns c with zero fields set to their defaults and the TTL
@@ -50,6 +60,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.RouteMemory == 0 {
+		c.RouteMemory = DefaultRouteMemory
+	}
+	if r := c.RouteMemory % time.Second; c.RouteMemory > 0 && r != 0 {
+		c.RouteMemory += time.Second - r
 	}
 	return c
 }
@@ -90,4 +106,8 @@ func (c Config) routePrefix(msgID uint32) string {
 }
 func (c Config) routeKey(msgID uint32, nodeID string) string {
 	return c.routePrefix(msgID) + nodeID
+}
+func (c Config) knownPrefix() string { return c.Prefix + "/known/" }
+func (c Config) knownKey(msgID uint32, nodeID string) string {
+	return fmt.Sprintf("%s%d/%s", c.knownPrefix(), msgID, nodeID)
 }

@@ -46,9 +46,11 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// testConfig is a Config for cli with a short TTL and the test's logger.
+// testConfig is a Config for cli with a short TTL and the test's logger,
+// without route memory (its keys outlive a node on purpose: see
+// TestRouteMemory), so that a closed registration leaves nothing behind.
 func testConfig(t *testing.T, cli *clientv3.Client, ttl time.Duration) Config {
-	return Config{Client: cli, TTL: ttl, Logger: testLogger(t)}
+	return Config{Client: cli, TTL: ttl, Logger: testLogger(t), RouteMemory: -1}
 }
 
 // checkFor polls fn every poll until it returns nil or timeout passes.

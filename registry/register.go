@@ -47,6 +47,7 @@ type Registration struct {
 	ctx       context.Context // canceled by Close; bounds the loop's calls
 	cancel    context.CancelFunc
 	loopDone  chan struct{}
+	memDone   chan struct{} // closed when the route-memory loop has ended
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -80,6 +81,7 @@ func Register(ctx context.Context, cfg Config, node Node) (*Registration, error)
 		node:     n,
 		nodeKey:  cfg.nodeKey(n.Group, n.ID),
 		loopDone: make(chan struct{}),
+		memDone:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	r.keys = append(r.keys, r.nodeKey)
@@ -97,6 +99,7 @@ func Register(ctx context.Context, cfg Config, node Node) (*Registration, error)
 	r.log.Info("registry: registered", "node", n.ID, "group", n.Group, "kind", n.Kind,
 		"relay", n.RelayAddr, "routes", len(n.Routes), "lease", fmt.Sprintf("%x", int64(lease)), "ttl", cfg.TTL)
 	go r.run(lease, rev)
+	go r.keepMemory()
 	return r, nil
 }
 
@@ -131,6 +134,7 @@ func (r *Registration) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
 		r.cancel()
 		<-r.loopDone // every call of the loop runs under r.ctx: this is quick
+		<-r.memDone  // likewise; the known keys stay, on their own lease
 		r.registered.Store(false)
 		cctx, cancel := context.WithTimeout(ctx, r.cfg.callTimeout())
 		defer cancel()
@@ -363,6 +367,66 @@ func (r *Registration) reregister(old clientv3.LeaseID) (lease clientv3.LeaseID,
 			return 0, 0, false
 		}
 	}
+}
+
+// keepMemory writes the node's known-route keys (see Config.RouteMemory) on
+// a lease of their own and keeps that lease alive until Close, writing them
+// again (with backoff) whenever the lease is lost. Close does not revoke it:
+// the keys outlive the node by RouteMemory.
+func (r *Registration) keepMemory() {
+	defer close(r.memDone)
+	var ops []clientv3.Op
+	for _, rt := range r.node.Routes {
+		if rt.Group != GateGroup {
+			ops = append(ops, clientv3.OpPut(r.cfg.knownKey(rt.MsgID, r.node.ID), encodeRoute(rt)))
+		}
+	}
+	if r.cfg.RouteMemory < 0 || len(ops) == 0 {
+		return
+	}
+	ttl := int64(r.cfg.RouteMemory / time.Second)
+	bo := newBackoff()
+	limit := rateLimit{every: retryLogEvery}
+	for r.ctx.Err() == nil {
+		err := r.holdMemory(ttl, ops)
+		if r.ctx.Err() != nil {
+			return
+		}
+		if err != nil && limit.allow() {
+			r.log.Debug("registry: route memory not written; retrying", "node", r.node.ID, "cause", err)
+		}
+		if !sleep(r.ctx, bo.next()) {
+			return
+		}
+	}
+}
+
+// holdMemory grants a lease of ttl seconds, puts ops on it and keeps it
+// alive until the lease is lost or Close.
+func (r *Registration) holdMemory(ttl int64, ops []clientv3.Op) error {
+	gctx, cancel := r.cfg.callCtx(r.ctx)
+	g, err := r.cli.Grant(gctx, ttl)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("grant: %w", err)
+	}
+	withLease := make([]clientv3.Op, len(ops))
+	for i, op := range ops {
+		withLease[i] = clientv3.OpPut(string(op.KeyBytes()), string(op.ValueBytes()), clientv3.WithLease(g.ID))
+	}
+	tctx, cancel := r.cfg.callCtx(r.ctx)
+	_, err = r.cli.Txn(tctx).Then(withLease...).Commit()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	ka, err := r.cli.KeepAlive(r.ctx, g.ID)
+	if err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	for range ka {
+	}
+	return errors.New("route memory lease lost")
 }
 
 // put checks for conflicts, grants a lease and writes every key on it in one

@@ -93,6 +93,7 @@ type snapshot struct {
 	all       []Node // sorted by group, then ID
 	routes    map[uint32]Route
 	routeList []Route // sorted by msgID
+	down      map[uint32]bool
 }
 
 type nodeEntry struct {
@@ -165,13 +166,21 @@ func (t *Topology) Nodes(group string) []Node {
 func (t *Topology) All() []Node { return slices.Clone(t.view.Load().all) }
 
 // Route returns who serves msgID. If two groups claim it (a registration
-// race), the claim whose key was created first wins.
+// race), the claim whose key was created first wins. A route whose group
+// has no live node any more is still returned for Config.RouteMemory after
+// its last node left (unless another group claims the msgID): the caller
+// then finds no node to Pick and can say so (see RouteDown).
 func (t *Topology) Route(msgID uint32) (Route, bool) {
 	r, ok := t.view.Load().routes[msgID]
 	return r, ok
 }
 
-// Routes returns every route sorted by msgID (a fresh slice).
+// RouteDown reports whether msgID is a remembered route whose group has no
+// live node (see Route).
+func (t *Topology) RouteDown(msgID uint32) bool { return t.view.Load().down[msgID] }
+
+// Routes returns every route sorted by msgID (a fresh slice), remembered
+// down routes included (see RouteDown).
 func (t *Topology) Routes() []Route { return slices.Clone(t.view.Load().routeList) }
 
 // Pick returns the node of group that owns key by rendezvous
@@ -397,6 +406,7 @@ type state struct {
 	rev    int64
 	nodes  map[string]nodeRec  // by etcd key
 	routes map[string]routeRec // by etcd key
+	known  map[string]routeRec // remembered routes, by etcd key
 	warned map[uint32]string   // msgID -> conflict already warned about
 }
 
@@ -416,6 +426,7 @@ func newState() state {
 	return state{
 		nodes:  make(map[string]nodeRec),
 		routes: make(map[string]routeRec),
+		known:  make(map[string]routeRec),
 		warned: make(map[uint32]string),
 	}
 }
@@ -458,6 +469,22 @@ func (st *state) apply(cfg Config, log *slog.Logger, kv *mvccpb.KeyValue, del bo
 			return
 		}
 		st.routes[key] = routeRec{route: r, nodeID: nodeID, createRev: kv.CreateRevision}
+	case strings.HasPrefix(key, cfg.knownPrefix()):
+		msgID, nodeID, ok := parseRouteKey(key[len(cfg.knownPrefix()):])
+		if !ok {
+			return
+		}
+		if del {
+			delete(st.known, key)
+			return
+		}
+		r, err := decodeRoute(msgID, kv.Value)
+		if err != nil {
+			delete(st.known, key)
+			return
+		}
+		// createRev holds the last write here: the latest memory wins.
+		st.known[key] = routeRec{route: r, nodeID: nodeID, createRev: kv.ModRevision}
 	}
 }
 
@@ -530,6 +557,29 @@ func (st *state) build(log *slog.Logger) *snapshot {
 		if _, ok := claims[msgID]; !ok {
 			delete(st.warned, msgID)
 		}
+	}
+	// Remembered routes fill in msgIDs no live node claims: the latest
+	// memory of each wins. They are down unless their group has come back
+	// with a node that does not serve the msgID any more (then the msgID is
+	// just not served: forget it).
+	latest := make(map[uint32]int64)
+	for _, r := range st.known {
+		msgID := r.route.MsgID
+		if _, live := claims[msgID]; live {
+			continue
+		}
+		if g := s.groups[r.route.Group]; g != nil && len(g.nodes) > 0 {
+			continue
+		}
+		if rev, seen := latest[msgID]; seen && r.createRev <= rev {
+			continue
+		}
+		latest[msgID] = r.createRev
+		s.routes[msgID] = r.route
+		if s.down == nil {
+			s.down = make(map[uint32]bool)
+		}
+		s.down[msgID] = true
 	}
 	s.routeList = make([]Route, 0, len(s.routes))
 	for _, r := range s.routes {

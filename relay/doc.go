@@ -60,7 +60,7 @@
 //
 //	off  size  field
 //	0    1     version (1)
-//	1    1     kind (1..8, see Kind)
+//	1    1     kind (1..13, see Kind)
 //	2    1     flags (FlagDone 0x01, FlagError 0x02; other bits are kept, not interpreted)
 //	3    4     msgID: the client-facing msgID carried
 //	7    8     seq: forward sequence or call id

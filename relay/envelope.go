@@ -23,8 +23,15 @@ const (
 	KindCallReply Kind = 7 // answer to call Seq; FlagError: Payload is the error text
 	KindDone      Kind = 8 // backend -> gate: forward Seq finished; with FlagError Payload is an error text for the client
 	KindLeaving   Kind = 9 // any -> any: the sender is shutting down; send it nothing new
+	// Room kinds carry the room name in User.
+	KindRoomJoin  Kind = 10 // backend -> gate: Session joined room User (the gate fans the room's pushes out to it)
+	KindRoomLeave Kind = 11 // backend -> gate: Session left room User
+	KindRoomPush  Kind = 12 // any -> gate: MsgID+Payload to every member of room User on the gate
+	// KindSessionClosed: gate -> backend, and backend -> backend it called
+	// for the session: Session (of user User) closed; Payload is the reason.
+	KindSessionClosed Kind = 13
 
-	kindMax = KindLeaving
+	kindMax = KindSessionClosed
 )
 
 // Envelope flags.
@@ -56,6 +63,14 @@ func (k Kind) String() string {
 		return "done"
 	case KindLeaving:
 		return "leaving"
+	case KindRoomJoin:
+		return "room-join"
+	case KindRoomLeave:
+		return "room-leave"
+	case KindRoomPush:
+		return "room-push"
+	case KindSessionClosed:
+		return "session-closed"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -27,7 +27,7 @@ func equalEnvelopes(a, b *Envelope) bool {
 }
 
 func TestEnvelopeRoundTripEveryKind(t *testing.T) {
-	for k := KindForward; k <= KindLeaving; k++ {
+	for k := KindForward; k <= kindMax; k++ {
 		t.Run(k.String(), func(t *testing.T) {
 			in := sampleEnvelope(k)
 			b, err := in.Append([]byte("prefix"))
@@ -134,7 +134,7 @@ func TestEnvelopeDecodeRejects(t *testing.T) {
 		"version 0":      mut(func(b []byte) { b[0] = 0 }),
 		"version 2":      mut(func(b []byte) { b[0] = 2 }),
 		"kind 0":         mut(func(b []byte) { b[1] = 0 }),
-		"kind 10":        mut(func(b []byte) { b[1] = 10 }),
+		"kind past max":  mut(func(b []byte) { b[1] = byte(kindMax + 1) }),
 		"session length": mut(func(b []byte) { b[15] = 255 }),
 		"user length":    mut(func(b []byte) { b[17] = 200 }),
 		"source length":  mut(func(b []byte) { b[18] = 1 }),
@@ -167,7 +167,7 @@ func TestEnvelopeNoAllocs(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	for k := KindForward; k <= KindLeaving; k++ {
+	for k := KindForward; k <= kindMax; k++ {
 		e := sampleEnvelope(k)
 		b, _ := e.Append(nil)
 		f.Add(b)

@@ -49,6 +49,8 @@ func newBenchCmd(c *cli) *cobra.Command {
   echo       client -> gate -> backend (msgID 4) -> gate -> client
   send       user to user (msgID 2) across two gates; deliveries (100) counted
   broadcast  one sender; msgID 5 fanned out (101) to every session on every gate
+  room       --conns sessions in one room over the gates; one sender's msgID 21
+             pushed to the room (121), one relay envelope per gate with members
   idle       memory per idle connection: a gate vs a bare zinx server (--conns,
              default here 9000: client and server share this process's
              open-file limit)
@@ -72,7 +74,7 @@ The exit status is 1 if any message was lost.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, send, broadcast or idle")
+	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, send, broadcast, room or idle")
 	fs.StringVar(&o.compare, "compare", "", "comma list of scenarios to run back to back, e.g. plain,direct,echo (overrides --scenario)")
 	fs.IntVar(&o.conns, "conns", 50, "client connections (send: sender/receiver pairs; broadcast: sessions)")
 	fs.IntVar(&o.window, "window", 8, "requests in flight per sending connection")

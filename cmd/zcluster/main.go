@@ -1,6 +1,8 @@
-// Command zcluster is the one binary of a zcluster: it runs a gate or a
-// backend node against a real etcd and Redis, starts a whole demo cluster in
-// one process, and connects to a gate as an interactive chat client.
+// Command zcluster is the one binary of a zcluster running its chat
+// application: it runs a gate or a backend node against a real etcd and
+// Redis, starts a whole demo cluster in one process, and connects to a gate
+// as an interactive chat client. It is built on the public entry point
+// (package github.com/zcluster/zcluster), as a server of one's own is.
 //
 //	zcluster gate    --id gate-1 --listen :18001 --relay :19001 --etcd 127.0.0.1:2379 --redis 127.0.0.1:6379 --secret S
 //	zcluster backend --id im-1 --group im --app chat --relay :19101 --etcd 127.0.0.1:2379 --redis 127.0.0.1:6379 --secret S
@@ -9,6 +11,7 @@
 //	zcluster top [--watch] [-o json]
 //	zcluster routes
 //	zcluster health --url http://127.0.0.1:9100/readyz
+//	zcluster bench
 //	zcluster version
 //
 // Every flag also reads the environment variable ZC_<FLAG> (upper case,
@@ -20,16 +23,8 @@
 // status.
 package main
 
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-)
+import "github.com/zcluster/zcluster"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr, withProcessLogger())
-	stop()
-	os.Exit(code)
+	zcluster.Main(chatApp(), options()...)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/examples/chat"
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/zclient"
 )
 
@@ -66,6 +67,7 @@ type tour struct {
 	bob    *zclient.Conn // on g2
 	anon   *zclient.Conn // on g1, never logged in
 	alice2 *zclient.Conn // on g2, the second login of alice
+	bob2   *zclient.Conn // on g1, bob back after the reliable step's offline
 }
 
 // runTour walks through the demo application with real client connections
@@ -87,6 +89,7 @@ func runTour(ctx context.Context, g1, g2 tourGate, out io.Writer) []stepResult {
 		{`chain-echo: bob sends 3 "chain" and gets 3 "chain" (im -> echo)`, t.chainEcho},
 		{"broadcast: alice's 5 \"hello all\" reaches alice and bob as 101", t.broadcast},
 		{"errors: anonymous 2 and unknown msgID 777 get error frames, the connection stays open", t.errorFrames},
+		{fmt.Sprintf("reliable: bob goes offline, alice sends two 6 (answered queued), bob logs in on %s, resumes, gets both in order", g1.ID), t.reliable},
 		{fmt.Sprintf("kick: alice logs in again on %s; the %s connection gets 9 and is closed", g2.ID, g1.ID), t.kick},
 	}
 	results := make([]stepResult, 0, len(steps))
@@ -232,6 +235,104 @@ func (t *tour) errorFrames(ctx context.Context) error {
 	return nil
 }
 
+// reliable: bob learns his inbox position (resume from now), goes offline;
+// alice's two reliable messages are stored; bob logs in on the other gate,
+// resumes from his position and gets both, in order, once.
+func (t *tour) reliable(ctx context.Context) error {
+	if t.alice == nil || t.bob == nil {
+		return errNoAliceBob
+	}
+	var cur inbox.Cursor
+	if err := t.bob.Send(inbox.MsgResume, inbox.ResumeRequest{Offset: inbox.FromNow}.Append(nil)); err != nil {
+		return err
+	}
+	if err := expectResume(ctx, t.bob, &cur); err != nil {
+		return fmt.Errorf("bob's first resume: %w", err)
+	}
+	_ = t.bob.Close()
+	t.bob = nil
+	// bob's gate unbinds him as soon as it sees the close: wait until a
+	// plain send says he is offline (no plain message is in flight then).
+	for {
+		if err := sendJSON(t.alice, chat.MsgSend, chat.SendRequest{To: "bob", Text: "still there?"}); err != nil {
+			return err
+		}
+		var r chat.SendReply
+		if err := expectJSON(ctx, t.alice, chat.MsgSend, &r); err != nil {
+			return err
+		}
+		if !r.OK {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("bob's gate did not notice he left")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for _, text := range []string{"first while away", "second while away"} {
+		if err := sendJSON(t.alice, chat.MsgReliable, chat.SendRequest{To: "bob", Text: text}); err != nil {
+			return err
+		}
+		var r chat.ReliableReply
+		if err := expectJSON(ctx, t.alice, chat.MsgReliable, &r); err != nil {
+			return fmt.Errorf("alice: %w", err)
+		}
+		if !r.OK || !r.Queued {
+			return fmt.Errorf("alice got %+v, want ok and queued", r)
+		}
+	}
+	var err error
+	if t.bob2, err = dialGate(ctx, t.g1); err != nil {
+		return err
+	}
+	if _, err := loginAs(ctx, t.bob2, "bob", t.g1.ID); err != nil {
+		return err
+	}
+	if err := t.bob2.Send(inbox.MsgResume, cur.Request().Append(nil)); err != nil {
+		return err
+	}
+	if err := expectResume(ctx, t.bob2, &cur); err != nil {
+		return fmt.Errorf("bob's resume: %w", err)
+	}
+	for _, want := range []string{"first while away", "second while away"} {
+		f, err := expect(ctx, t.bob2, inbox.MsgMessage)
+		if err != nil {
+			return fmt.Errorf("bob: %w", err)
+		}
+		m, err := inbox.ParseMessage(f.Payload)
+		if err != nil {
+			return err
+		}
+		if isNew, err := cur.Message(m); err != nil || !isNew {
+			return fmt.Errorf("bob: message %d out of order or repeated (%v)", m.Offset, err)
+		}
+		var msg chat.Message
+		if err := json.Unmarshal(m.Payload, &msg); err != nil || m.MsgID != chat.MsgReliableMsg || msg != (chat.Message{From: "alice", Text: want}) {
+			return fmt.Errorf("bob got msgID %d %s, want 102 from alice %q", m.MsgID, m.Payload, want)
+		}
+	}
+	return nil
+}
+
+// expectResume waits for a resume answer and applies it to cur; a gap is
+// an error here.
+func expectResume(ctx context.Context, conn *zclient.Conn, cur *inbox.Cursor) error {
+	f, err := expect(ctx, conn, inbox.MsgResume)
+	if err != nil {
+		return err
+	}
+	a, err := inbox.ParseResumeAnswer(f.Payload)
+	if err != nil {
+		return err
+	}
+	if a.Status != inbox.StatusOK {
+		return fmt.Errorf("answer %+v, want ok", a)
+	}
+	cur.Answer(a)
+	return nil
+}
+
 func (t *tour) kick(ctx context.Context) error {
 	if t.alice == nil {
 		return errNoAlice
@@ -266,7 +367,7 @@ var (
 // drain drops frames already received, so a late answer to an earlier step
 // is not taken for this step's.
 func (t *tour) drain() {
-	for _, c := range []*zclient.Conn{t.alice, t.bob, t.anon, t.alice2} {
+	for _, c := range []*zclient.Conn{t.alice, t.bob, t.anon, t.alice2, t.bob2} {
 		if c == nil {
 			continue
 		}
@@ -285,7 +386,7 @@ func (t *tour) drain() {
 }
 
 func (t *tour) close() {
-	for _, c := range []*zclient.Conn{t.alice, t.bob, t.anon, t.alice2} {
+	for _, c := range []*zclient.Conn{t.alice, t.bob, t.anon, t.alice2, t.bob2} {
 		if c != nil {
 			_ = c.Close()
 		}

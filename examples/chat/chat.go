@@ -8,6 +8,8 @@
 //	3      im     any bytes             3, the same bytes, answered by a node of group echo
 //	4      im     any bytes             4, the same bytes (no login needed)
 //	5      im     text                  101 {"from","text"} to every logged-in session
+//	6      im     {"to","text"}         reliable: stored in the recipient's inbox, then 102 {"from","text"}
+//	                                    inside an inbox.MsgMessage frame; 6 {"ok":true,"offset":N[,"queued":true]}
 package chat
 
 import (
@@ -27,9 +29,11 @@ const (
 	MsgChainEcho   uint32 = 3
 	MsgEcho        uint32 = 4
 	MsgBroadcast   uint32 = 5
+	MsgReliable    uint32 = 6 // a reliable direct message, stored for offline users
 	MsgKick        uint32 = gate.MsgKick
 	MsgDelivered   uint32 = 100 // a message from another user
 	MsgBroadcasted uint32 = 101 // a broadcast from a user
+	MsgReliableMsg uint32 = 102 // a reliable message from another user (inside an inbox.MsgMessage frame)
 	MsgError       uint32 = gate.MsgError
 )
 
@@ -58,6 +62,16 @@ type SendRequest struct {
 type SendReply struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+}
+
+// ReliableReply answers msgID 6: the message is stored at Offset of the
+// recipient's inbox; Queued says the recipient is offline and gets it when
+// they log in and resume.
+type ReliableReply struct {
+	OK     bool   `json:"ok"`
+	Offset uint64 `json:"offset,omitempty"`
+	Queued bool   `json:"queued,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // Message is the body of msgIDs 100 and 101.
@@ -94,6 +108,7 @@ func SetupBackend(b *backend.Server) error {
 		b.Handle(MsgChainEcho, "chain-echo", chainEcho)
 		b.Handle(MsgEcho, "echo", echo, backend.Anonymous())
 		b.Handle(MsgBroadcast, "broadcast", broadcast)
+		b.Handle(MsgReliable, "reliable-send", reliableSend)
 	case GroupEcho:
 		b.HandleCall(MsgChainEcho, "chain-echo", echo)
 	default:
@@ -115,6 +130,19 @@ func send(c *backend.Context) error {
 		return fmt.Errorf("cannot reach %s: %w", req.To, err) // e.g. Redis down: an error frame
 	}
 	return reply(c.Reply, MsgSend, SendReply{OK: true})
+}
+
+func reliableSend(c *backend.Context) error {
+	var req SendRequest
+	if err := json.Unmarshal(c.Payload(), &req); err != nil || req.To == "" {
+		return reply(c.Reply, MsgReliable, ReliableReply{Error: `want {"to":"user","text":"..."}`})
+	}
+	msg, _ := json.Marshal(Message{From: c.User(), Text: req.Text})
+	d, err := c.Deliver(req.To, MsgReliableMsg, msg)
+	if err != nil {
+		return fmt.Errorf("cannot store the message for %s: %w", req.To, err) // Redis unavailable: an error frame
+	}
+	return reply(c.Reply, MsgReliable, ReliableReply{OK: true, Offset: d.Offset, Queued: !d.Online})
 }
 
 func chainEcho(c *backend.Context) error {

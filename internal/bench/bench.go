@@ -6,6 +6,8 @@
 //	echo       client -> gate -> backend (msgID 4) -> gate -> client
 //	send       user to user (msgID 2) across two gates, counting deliveries (100)
 //	broadcast  one sender, msgID 5 fanned out (101) to every session on every gate
+//	room       every session in one room; one sender's msgID 21 pushed to the
+//	           room (121): one relay envelope per gate, fanned out by the gates
 //
 // For echo, send and broadcast it starts a cluster in this process (embedded
 // etcd, a Redis, gates and im backends running the chat demo) unless gate
@@ -32,7 +34,7 @@ import (
 )
 
 // Scenarios lists the scenario names in the order they are documented.
-var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast"}
+var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "room"}
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("bench: invalid configuration")
@@ -105,7 +107,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClusterGates == 0 {
 		c.ClusterGates = 1
-		if c.Scenario == "send" || c.Scenario == "broadcast" {
+		if c.Scenario == "send" || c.Scenario == "broadcast" || c.Scenario == "room" {
 			c.ClusterGates = 2
 		}
 	}
@@ -180,6 +182,10 @@ type Result struct {
 	// RedisCPUSecPer100k is the Redis server's CPU (INFO cpu) per 100k
 	// messages; -1 when not measured.
 	RedisCPUSecPer100k float64 `json:"redis_cpu_s_per_100k"`
+	// RelayPerSent is the relay envelopes the backends sent per request
+	// sent during the measured interval (room: the room pushes, one per
+	// gate with members, plus the forward's done); -1 when not measured.
+	RelayPerSent float64 `json:"relay_envelopes_per_sent"`
 	// Sent counts requests written; Expected the answers they call for
 	// (Sent, or Sent x sessions for broadcast); Answered those received
 	// (whenever); Errors error frames or refusals (in answer units); Lost =
@@ -197,10 +203,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.validate(); err != nil {
 		return Result{}, err
 	}
-	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1}
+	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1, RelayPerSent: -1}
 
 	var addrs []string
 	var redisAddr string
+	var relaySent func() uint64
 	inProcess := true
 	switch cfg.Scenario {
 	case "direct", "plain":
@@ -228,14 +235,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			res.Target = "gates " + strings.Join(cfg.Gates, ",")
 		} else {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			cl, err := startCluster(sctx, cfg.ClusterGates, cfg.Backends, cfg.Logger)
+			cl, err := startCluster(sctx, cfg.ClusterGates, cfg.Backends, cfg.Scenario == "room", cfg.Logger)
 			cancel()
 			if err != nil {
 				return res, err
 			}
 			defer cl.close()
-			addrs, redisAddr = cl.gateAddrs(), cl.redis.Addr()
-			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.gates), len(cl.backends), cl.redis.Kind())
+			addrs, redisAddr, relaySent = cl.gateAddrs(), cl.RedisAddr(), cl.relaySent
+			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.Gates()), cfg.Backends, cl.redisKind)
+			if cfg.Scenario == "room" {
+				res.Target += ", 1 room backend"
+			}
 		}
 	}
 
@@ -279,12 +289,21 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		split.start()
 	}
 	a := snapshot(ctx, all, rdb)
+	sentA, relayA := sentBy(senders), uint64(0)
+	if relaySent != nil {
+		relayA = relaySent()
+	}
 	clk.measuring.Store(true)
 	if err := sleep(ctx, cfg.Duration); err != nil {
 		split.stop()
 		return res, err
 	}
 	b := snapshot(ctx, all, rdb)
+	if relaySent != nil {
+		if n := sentBy(senders) - sentA; n > 0 {
+			res.RelayPerSent = float64(relaySent()-relayA) / float64(n)
+		}
+	}
 	clk.measuring.Store(false)
 	res.LoadgenCPUShare = split.stop()
 	stopOnce()
@@ -396,6 +415,28 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			}
 		}
 		return senders, receivers, 1, nil
+	case "room":
+		room := []byte(benchRoomName)
+		for i := range cfg.Conns {
+			lc, err := open(addrs[i%len(addrs)])
+			if err != nil {
+				return senders, receivers, uint64(cfg.Conns), err
+			}
+			if i == 0 {
+				lc.build, lc.onFrame = roomSayBuild(max(cfg.Payload, 16)), deliveryFrame(msgRoomSaid, true)
+				senders = append(senders, lc)
+			} else {
+				lc.onFrame = deliveryFrame(msgRoomSaid, false)
+				receivers = append(receivers, lc)
+			}
+			if err := lc.login(ctx, fmt.Sprintf("m%s-%d", run, i)); err != nil {
+				return senders, receivers, uint64(cfg.Conns), err
+			}
+			if err := lc.request(ctx, msgRoomJoin, room); err != nil {
+				return senders, receivers, uint64(cfg.Conns), err
+			}
+		}
+		return senders, receivers, uint64(cfg.Conns), nil
 	default: // broadcast
 		for i := range cfg.Conns {
 			lc, err := open(addrs[i%len(addrs)])
@@ -527,4 +568,13 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// sentBy returns the requests the senders have written so far.
+func sentBy(senders []*loadConn) uint64 {
+	var n uint64
+	for _, lc := range senders {
+		n += lc.sent.Load()
+	}
+	return n
 }

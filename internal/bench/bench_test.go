@@ -112,6 +112,24 @@ func TestSmokeBroadcast(t *testing.T) {
 	}
 }
 
+// The room scenario: every push reaches every member, and crosses the
+// relay once per gate with members (2) plus the forward's done.
+func TestSmokeRoom(t *testing.T) {
+	cfg := short("room")
+	cfg.Conns = 6
+	r, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounted(t, r)
+	if r.Expected != r.Sent*uint64(cfg.Conns) {
+		t.Fatalf("room of %d members: expected %d for %d sent", cfg.Conns, r.Expected, r.Sent)
+	}
+	if r.RelayPerSent < 2.9 || r.RelayPerSent > 3.1 {
+		t.Fatalf("relay envelopes per push = %.2f, want 3 (2 gates + done)", r.RelayPerSent)
+	}
+}
+
 func TestCompareReportsRatios(t *testing.T) {
 	rep, err := RunAll(context.Background(), short(""), []string{"plain", "direct"})
 	if err != nil {

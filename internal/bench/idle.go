@@ -164,13 +164,13 @@ func Idle(ctx context.Context, n int) (IdleReport, error) {
 	add("bare zinx server", zm)
 
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cl, err := startCluster(cctx, 1, 1, nil)
+	cl, err := startCluster(cctx, 1, 1, false, nil)
 	cancel()
 	if err != nil {
 		return rep, err
 	}
 	defer cl.close()
-	gm, err := measureIdle(ctx, cl.gates[0].ClientAddr(), n, settle)
+	gm, err := measureIdle(ctx, cl.Gates()[0].ClientAddr(), n, settle)
 	if err != nil {
 		return rep, err
 	}

@@ -132,6 +132,49 @@ func (lc *loadConn) login(ctx context.Context, user string) error {
 	}
 }
 
+// request sends msgID with payload before the load starts and waits for
+// the answer with the same msgID (an error frame fails it).
+func (lc *loadConn) request(ctx context.Context, msgID uint32, payload []byte) error {
+	if d, ok := ctx.Deadline(); ok {
+		_ = lc.nc.SetDeadline(d)
+		defer lc.nc.SetDeadline(time.Time{})
+	}
+	if _, err := lc.w.Write(frame.Append(nil, msgID, payload)); err != nil {
+		return err
+	}
+	if err := lc.w.Flush(); err != nil {
+		return err
+	}
+	var buf []byte
+	for {
+		id, p, err := readFrame(lc.r, buf)
+		if err != nil {
+			return fmt.Errorf("bench: msgID %d: %w", msgID, err)
+		}
+		buf = p
+		switch id {
+		case msgID:
+			return nil
+		case msgError:
+			return fmt.Errorf("bench: msgID %d: %s", msgID, p)
+		}
+	}
+}
+
+// roomSayBuild builds msgID 21 with a stamped {"text":...} body.
+func roomSayBuild(size int) func([]byte, int64) []byte {
+	return func(b []byte, now int64) []byte {
+		start := len(b)
+		b = binary.BigEndian.AppendUint32(b, msgRoomSay)
+		b = append(b, 0, 0, 0, 0)
+		b = append(b, `{"text":"`...)
+		b = textStamp(b, now, size)
+		b = append(b, '"', '}')
+		binary.BigEndian.PutUint32(b[start+4:], uint32(len(b)-start-frame.HeaderLen))
+		return b
+	}
+}
+
 // start launches the reader and, if the connection sends, the writer.
 // The writer stops when stop is closed; wg counts it.
 func (lc *loadConn) start(window int, stop <-chan struct{}, wg *sync.WaitGroup) {

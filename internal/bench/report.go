@@ -98,6 +98,9 @@ func (r Report) WriteText(w io.Writer) error {
 	}
 	for _, x := range r.Results {
 		fmt.Fprintf(w, "%s: %s\n", x.Scenario, x.Target)
+		if x.RelayPerSent >= 0 {
+			fmt.Fprintf(w, "%s: %.2f relay envelopes from backends per request sent\n", x.Scenario, x.RelayPerSent)
+		}
 	}
 	for _, p := range ratioPairs {
 		k := p[0] + "/" + p[1]

@@ -48,6 +48,8 @@ type cluster struct {
 	gates    map[string]*gate.Gate
 	backends map[string]*backend.Server
 	closers  []func() // store clients, closed after the nodes
+
+	inboxMax int // 0: default (reliable_test.go)
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -106,7 +108,7 @@ func (c *cluster) startGate(id string, setup ...func(*gate.Gate)) *gate.Gate {
 		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
 		Etcd: cli, Redis: rdb, Secret: c.secret,
 		TTL: testTTL, SessionTTL: testSessionTTL, RequestTimeout: 3 * time.Second,
-		Logger: c.log,
+		Logger: c.log, InboxMax: c.inboxMax,
 	})
 	if err != nil {
 		c.t.Fatalf("gate %s: %v", id, err)
@@ -134,7 +136,7 @@ func (c *cluster) startBackend(id, group string, setup ...func(*backend.Server))
 		ID: id, Group: group, RelayListen: "127.0.0.1:0",
 		Etcd: cli, Redis: rdb, Secret: c.secret,
 		TTL: testTTL, SessionTTL: testSessionTTL, CallTimeout: 3 * time.Second,
-		Logger: c.log,
+		Logger: c.log, InboxMax: c.inboxMax,
 	})
 	if err != nil {
 		c.t.Fatalf("backend %s: %v", id, err)

@@ -3,7 +3,6 @@ package frame
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"time"
 )
@@ -14,6 +13,14 @@ var ErrQueueFull = errors.New("frame: send queue full")
 
 // ErrClosed is returned by a Writer that has been closed.
 var ErrClosed = errors.New("frame: writer closed")
+
+// WriteConn is what a Writer writes to: a net.Conn, or an adapter that
+// sends each write as one message of a message-based transport (a
+// WebSocket binary message holds whole frames). Writes never overlap.
+type WriteConn interface {
+	io.Writer
+	SetWriteDeadline(t time.Time) error
+}
 
 // WriterConfig tunes a Writer. Zero fields take defaults.
 type WriterConfig struct {
@@ -33,7 +40,7 @@ type WriterConfig struct {
 // A goroutine exists only while data is pending, so idle connections cost
 // none. Safe for concurrent use.
 type Writer struct {
-	conn net.Conn
+	conn WriteConn
 	cfg  WriterConfig
 
 	mu       sync.Mutex
@@ -44,8 +51,9 @@ type Writer struct {
 	idle     chan struct{} // closed and replaced when a flush run ends
 }
 
-// NewWriter returns a Writer on conn.
-func NewWriter(conn net.Conn, cfg WriterConfig) *Writer {
+// NewWriter returns a Writer on conn. Each write hands conn one or more
+// whole frames.
+func NewWriter(conn WriteConn, cfg WriterConfig) *Writer {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 4 << 20
 	}

@@ -21,6 +21,9 @@ type HandlerOptions struct {
 	Ready func(ctx context.Context) error
 	// Pprof adds the net/http/pprof handlers under /debug/pprof/.
 	Pprof bool
+	// Extra serves more handlers, by ServeMux pattern (e.g. the chat page
+	// under "/chat/").
+	Extra map[string]http.Handler
 }
 
 // Handler serves the node's HTTP endpoints:
@@ -29,6 +32,7 @@ type HandlerOptions struct {
 //	/healthz        200 "ok" while the process runs
 //	/readyz         200 "ok" when o.Ready returns nil, else 503 and the reason
 //	/debug/pprof/   only with o.Pprof
+//	o.Extra         as given
 func (m *Metrics) Handler(o HandlerOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
@@ -50,6 +54,9 @@ func (m *Metrics) Handler(o HandlerOptions) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	for pattern, h := range o.Extra {
+		mux.Handle(pattern, h)
+	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -39,8 +39,8 @@ const otherMsgID = "other"
 type Metrics struct {
 	reg *prometheus.Registry
 
-	connsOpened prometheus.Counter
-	conns       prometheus.Gauge
+	connsOpened *prometheus.CounterVec
+	conns       *prometheus.GaugeVec
 	logins      prometheus.Counter
 	kicks       prometheus.Counter
 	msgIn       *counterCache[inKey]
@@ -64,9 +64,14 @@ func New(constLabels prometheus.Labels) *Metrics {
 	opts := func(name, help string) prometheus.CounterOpts {
 		return prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help, ConstLabels: constLabels}
 	}
-	m.connsOpened = prometheus.NewCounter(opts("client_connections_opened_total", "Client connections accepted by the gate."))
-	m.conns = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "client_connections",
-		Help: "Client connections open on the gate.", ConstLabels: constLabels})
+	m.connsOpened = prometheus.NewCounterVec(opts("client_connections_opened_total",
+		"Client connections accepted by the gate, by transport (tcp, ws, kcp)."), []string{"transport"})
+	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "client_connections",
+		Help: "Client connections open on the gate, by transport (tcp, ws, kcp).", ConstLabels: constLabels}, []string{"transport"})
+	for _, tr := range []string{gate.TransportTCP, gate.TransportWS, gate.TransportKCP} {
+		m.connsOpened.WithLabelValues(tr)
+		m.conns.WithLabelValues(tr)
+	}
 	m.logins = prometheus.NewCounter(opts("logins_total", "Successful client logins on the gate."))
 	m.kicks = prometheus.NewCounter(opts("kicks_total", "Client sessions closed by a kick (takeover by a newer login, or a backend's Kick)."))
 	msgIn := prometheus.NewCounterVec(opts("messages_in_total",
@@ -227,10 +232,13 @@ type gateObserver struct{ m *Metrics }
 
 var _ gate.Observer = gateObserver{}
 
-func (o gateObserver) ConnOpened() { o.m.connsOpened.Inc(); o.m.conns.Inc() }
-func (o gateObserver) ConnClosed() { o.m.conns.Dec() }
-func (o gateObserver) LoggedIn()   { o.m.logins.Inc() }
-func (o gateObserver) Kicked()     { o.m.kicks.Inc() }
+func (o gateObserver) ConnOpened(transport string) {
+	o.m.connsOpened.WithLabelValues(transport).Inc()
+	o.m.conns.WithLabelValues(transport).Inc()
+}
+func (o gateObserver) ConnClosed(transport string) { o.m.conns.WithLabelValues(transport).Dec() }
+func (o gateObserver) LoggedIn()                   { o.m.logins.Inc() }
+func (o gateObserver) Kicked()                     { o.m.kicks.Inc() }
 func (o gateObserver) MessageIn(msgID uint32, group string) {
 	o.m.msgIn.get(inKey{msgID, group}).Inc()
 }

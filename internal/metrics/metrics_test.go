@@ -102,7 +102,7 @@ func TestMetricsLiveNodes(t *testing.T) {
 	}
 
 	cli, rdb := clients(gm)
-	g, err := gate.New(gate.Config{ID: "gate-1", ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
+	g, err := gate.New(gate.Config{ID: "gate-1", ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", WSListen: "127.0.0.1:0",
 		Etcd: cli, Redis: rdb, Secret: []byte("s"), TTL: 5 * time.Second, Logger: log, Observer: gm.Gate()})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestMetricsLiveNodes(t *testing.T) {
 		t.Fatalf("messages in before any traffic = %v", v)
 	}
 
-	opened := scrape(t, gurl, "zcluster_client_connections_opened_total", "")
+	opened := scrape(t, gurl, "zcluster_client_connections_opened_total", `transport="tcp"`)
 	conn, err := zclient.Dial(ctx, g.ListenAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -160,6 +160,11 @@ func TestMetricsLiveNodes(t *testing.T) {
 	if err := conn.Send(chat.MsgLogin, []byte("alice")); err != nil {
 		t.Fatal(err)
 	}
+	wsConn, err := zclient.DialWS(ctx, g.WSURL(), zclient.WSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wsConn.Close()
 	if _, _, err := conn.Expect(ctx, chat.MsgLogin); err != nil {
 		t.Fatal(err)
 	}
@@ -183,10 +188,13 @@ func TestMetricsLiveNodes(t *testing.T) {
 		url, name, labels string
 		want              float64
 	}{
-		{gurl, "zcluster_client_connections", "", 1},
-		{gurl, "zcluster_client_connections_opened_total", "", opened + 1},
+		{gurl, "zcluster_client_connections", `transport="tcp"`, 1},
+		{gurl, "zcluster_client_connections", `transport="ws"`, 1},
+		{gurl, "zcluster_client_connections", `transport="kcp"`, 0},
+		{gurl, "zcluster_client_connections_opened_total", `transport="tcp"`, opened + 1},
+		{gurl, "zcluster_client_connections_opened_total", `transport="ws"`, 1},
 		{gurl, "zcluster_logins_total", "", 1},
-		{gurl, "zcluster_sessions", "", 1},
+		{gurl, "zcluster_sessions", "", 2},
 		{gurl, "zcluster_sessions_logged_in", "", 1},
 		{gurl, "zcluster_messages_in_total", `group="gate",msg_id="1"`, 1},
 		{gurl, "zcluster_messages_in_total", echoIn, n},

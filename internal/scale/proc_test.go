@@ -25,26 +25,6 @@ type proc struct {
 	exited chan struct{}
 }
 
-var (
-	zinxConfOnce sync.Once
-	zinxConf     string
-)
-
-// quietZinxConfig returns a zinx config file holding "{}", so that child
-// processes do not print zinx's missing-config line.
-func quietZinxConfig(t *testing.T) string {
-	zinxConfOnce.Do(func() {
-		f, err := os.CreateTemp("", "zinx-*.json")
-		if err != nil {
-			return
-		}
-		_, _ = f.WriteString("{}")
-		_ = f.Close()
-		zinxConf = f.Name()
-	})
-	return zinxConf
-}
-
 // startProc runs the zcluster binary with args as a child that dies with
 // the test process (Pdeathsig). Cleanup stops it with SIGTERM (SIGKILL after
 // 15s) and prints its last output if the test failed.
@@ -55,9 +35,6 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	out := &tailWriter{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), "ZC_LOG_LEVEL=warn")
-	if conf := quietZinxConfig(t); conf != "" {
-		cmd.Env = append(cmd.Env, "ZINX_CONFIG_FILE_PATH="+conf)
-	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Errorf("start %s: %v", name, err)

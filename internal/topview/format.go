@@ -79,6 +79,9 @@ func (s *Snapshot) WriteRoutes(w io.Writer) error {
 	for _, r := range s.Routes {
 		for _, g := range r.Groups {
 			nodes := strings.Join(g.Nodes, ", ")
+			if r.Down {
+				nodes = "(down: no live node)"
+			}
 			if len(r.Groups) > 1 {
 				nodes += "  (CONFLICT: msgID claimed by several groups)"
 			}

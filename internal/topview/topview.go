@@ -72,10 +72,13 @@ type RouteGroup struct {
 }
 
 // Route is one msgID and who serves it. More than one group means a
-// conflict: gates refuse to route such a msgID.
+// conflict: gates refuse to route such a msgID. Down is a route remembered
+// after the last node of its group left (registry.Config.RouteMemory): its
+// one group has no nodes, and gates answer "no live node for group".
 type Route struct {
 	MsgID  uint32       `json:"msg_id"`
 	Groups []RouteGroup `json:"groups"`
+	Down   bool         `json:"down,omitempty"`
 }
 
 // Snapshot is the cluster at one moment.
@@ -138,6 +141,9 @@ func Read(ctx context.Context, src Source) (*Snapshot, error) {
 	if snap.Routes, err = readRoutes(ctx, src.Etcd, prefix); err != nil {
 		return nil, err
 	}
+	if snap.Routes, err = addDownRoutes(ctx, src.Etcd, prefix, snap.Routes, snap.Nodes); err != nil {
+		return nil, err
+	}
 
 	if src.Redis != nil {
 		byGate, total, err := countSessions(ctx, src.Redis, cmp.Or(src.SessionPrefix, session.DefaultPrefix))
@@ -163,6 +169,49 @@ func kindOrder(kind string) int {
 		return 0
 	}
 	return 1
+}
+
+// addDownRoutes adds to routes the remembered routes
+// (<prefix>/known/<msgID>/<nodeID>) of msgIDs no live node serves and whose
+// group has no live node, marked Down, as the gates' registry view has them.
+func addDownRoutes(ctx context.Context, cli *clientv3.Client, prefix string, routes []Route, nodes []Node) ([]Route, error) {
+	resp, err := cli.Get(ctx, prefix+"/known/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("%w: etcd known routes: %w", ErrRead, err)
+	}
+	live := map[uint32]bool{}
+	for _, r := range routes {
+		live[r.MsgID] = true
+	}
+	type memory struct {
+		rev   int64
+		group RouteGroup
+	}
+	latest := map[uint32]memory{}
+	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), prefix+"/known/")
+		idStr, _, ok := strings.Cut(rest, "/")
+		id, err := strconv.ParseUint(idStr, 10, 32)
+		if !ok || err != nil || live[uint32(id)] {
+			continue
+		}
+		var v RouteGroup
+		if err := json.Unmarshal(kv.Value, &v); err != nil || v.Group == "" {
+			continue
+		}
+		if slices.ContainsFunc(nodes, func(n Node) bool { return n.Group == v.Group }) {
+			continue
+		}
+		if m, seen := latest[uint32(id)]; seen && m.rev >= kv.ModRevision {
+			continue
+		}
+		latest[uint32(id)] = memory{rev: kv.ModRevision, group: RouteGroup{Group: v.Group, Name: v.Name, Nodes: []string{}}}
+	}
+	for id, m := range latest {
+		routes = append(routes, Route{MsgID: id, Groups: []RouteGroup{m.group}, Down: true})
+	}
+	slices.SortFunc(routes, func(a, b Route) int { return cmp.Compare(a.MsgID, b.MsgID) })
+	return routes, nil
 }
 
 // readRoutes reads <prefix>/routes/<msgID>/<nodeID> into msgID -> group ->

@@ -1,6 +1,8 @@
 // Package zclient is a small client for a zcluster gate, speaking stock zinx
-// TLV frames over TCP. The demo tour, the chat command and the tests use it;
-// any zinx client (znet.NewClient with the default pack) works the same way.
+// TLV frames over TCP (Dial), WebSocket (DialWS: one frame per binary
+// message) or KCP (DialKCP). The demo tour, the chat command and the tests
+// use it; any zinx client (znet.NewClient with the default pack) works the
+// same way over TCP.
 package zclient
 
 import (
@@ -26,11 +28,17 @@ type Frame struct {
 // Conn is a client connection. Send is safe for concurrent use; frames are
 // received by one reader goroutine into Frames.
 type Conn struct {
-	nc     net.Conn
+	nc     streamConn
 	wmu    sync.Mutex
 	frames chan Frame
 	done   chan struct{}
 	err    error
+}
+
+// streamConn is what a Conn reads frames from and writes them to.
+type streamConn interface {
+	io.ReadWriteCloser
+	SetWriteDeadline(time.Time) error
 }
 
 // ErrClosed is returned once the connection has ended.
@@ -43,9 +51,13 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newConn(nc), nil
+}
+
+func newConn(nc streamConn) *Conn {
 	c := &Conn{nc: nc, frames: make(chan Frame, 4096), done: make(chan struct{})}
 	go c.read()
-	return c, nil
+	return c
 }
 
 func (c *Conn) read() {
@@ -119,6 +131,18 @@ func (c *Conn) Expect(ctx context.Context, msgID uint32) (Frame, []Frame, error)
 			return f, skipped, nil
 		}
 		skipped = append(skipped, f)
+	}
+}
+
+// Err returns why the connection ended (valid once Done is closed): for a
+// WebSocket closed by the gate, a *websocket.CloseError with its code and
+// reason.
+func (c *Conn) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
 	}
 }
 

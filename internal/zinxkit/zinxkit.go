@@ -48,6 +48,7 @@ import (
 
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/freeport"
+	"github.com/zcluster/zcluster/internal/zinxquiet"
 )
 
 // ErrListen is returned when a server cannot bind its address.
@@ -137,6 +138,10 @@ type Conn struct {
 }
 
 var setupOnce sync.Once
+
+// zinx's zconf has read its configuration by now (this package imports it,
+// so zconf's init ran first): undo what zinxquiet set up for it.
+func init() { zinxquiet.Done() }
 
 // setup applies the process-wide zinx settings every zcluster server shares.
 func setup() {

@@ -1,0 +1,218 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/session"
+)
+
+// SessionClosedFunc is called when a session this backend has handled
+// closes: its client disconnected, was kicked, or its gate died.
+type SessionClosedFunc func(session, user string)
+
+// OnSessionClosed registers fn, called once for every session whose
+// messages (or Calls made for it) this backend has handled, when that
+// session closes: the client disconnected or was kicked (the gate tells
+// every node that handled it), or its gate died (noticed once the gate's
+// etcd lease has expired and it has not come back for SessionTTL/3, so
+// within SessionTTL of the death). fn runs in its own goroutine, not
+// ordered with the session's messages still in flight; it should not
+// block for long (Shutdown waits for it). Call before Start.
+func (s *Server) OnSessionClosed(fn SessionClosedFunc) {
+	s.mustNotBeStarted()
+	s.closedHooks = append(s.closedHooks, fn)
+}
+
+// tracked is what the backend remembers of a session it handled.
+type tracked struct {
+	user string
+	gate string // "" when only seen through Calls
+
+	mu      sync.Mutex
+	callees []string // backends this one called for the session
+	seen    time.Time
+}
+
+// sessionTable holds the sessions the backend handled, while they live.
+type sessionTable struct {
+	m sync.Map // session id -> *tracked
+
+	hookMu     sync.Mutex
+	hookClosed bool
+	hookWG     sync.WaitGroup
+}
+
+// trackOn reports whether the backend must remember the sessions it
+// handles: only when it has session-closed hooks.
+func (s *Server) trackOn() bool { return len(s.closedHooks) > 0 }
+
+// track remembers a session whose message or Call arrived from source.
+func (s *Server) track(kind relay.Kind, sid, user, source string) *tracked {
+	if v, ok := s.sessions.m.Load(sid); ok {
+		t := v.(*tracked)
+		if kind == relay.KindForward && t.gate != source {
+			t.mu.Lock()
+			t.gate = source
+			t.mu.Unlock()
+		}
+		return t
+	}
+	t := &tracked{user: user, seen: time.Now()}
+	if kind == relay.KindForward {
+		t.gate = source
+	}
+	v, _ := s.sessions.m.LoadOrStore(sid, t)
+	return v.(*tracked)
+}
+
+// noteCallee remembers that this backend called node for session sid, so
+// that node hears when the session closes.
+func (s *Server) noteCallee(sid, user, node string) {
+	if sid == "" {
+		return
+	}
+	v, ok := s.sessions.m.Load(sid)
+	if !ok {
+		v, _ = s.sessions.m.LoadOrStore(sid, &tracked{user: user, seen: time.Now()})
+	}
+	t := v.(*tracked)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range t.callees {
+		if n == node {
+			return
+		}
+	}
+	t.callees = append(t.callees, node)
+}
+
+// sessionClosed runs the hooks for sid and passes the notice on to the
+// backends this one called for it.
+func (s *Server) sessionClosed(sid, user string) {
+	var callees []string
+	if v, ok := s.sessions.m.LoadAndDelete(sid); ok {
+		t := v.(*tracked)
+		t.mu.Lock()
+		callees = t.callees
+		if user == "" {
+			user = t.user
+		}
+		t.mu.Unlock()
+	}
+	if len(callees) == 0 && len(s.closedHooks) == 0 {
+		return
+	}
+	s.goHook(func() {
+		for _, n := range callees {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CallTimeout)
+			env := relay.Envelope{Kind: relay.KindSessionClosed, Session: []byte(sid), User: []byte(user)}
+			if err := s.node.Relay.Send(ctx, n, &env); err != nil {
+				s.log.Debug("session-closed notice not passed on", "session", sid, "to", n, "cause", err)
+			}
+			cancel()
+		}
+		for _, fn := range s.closedHooks {
+			s.runHook(fn, sid, user)
+		}
+	})
+}
+
+func (s *Server) runHook(fn SessionClosedFunc, sid, user string) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("session-closed hook panicked", "session", sid, "panic", r)
+		}
+	}()
+	fn(sid, user)
+}
+
+// gateGone closes every session the backend handled through gate, which
+// died, and removes the gate's room memberships.
+func (s *Server) gateGone(gate string) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+	if n, err := s.node.Rooms.PurgeGate(ctx, gate); err != nil {
+		s.log.Warn("room members of a gone gate not purged", "gate", gate, "cause", err)
+	} else if n > 0 {
+		s.log.Info("room members of a gone gate purged", "gate", gate, "members", n)
+	}
+	cancel()
+	s.sessions.m.Range(func(k, v any) bool {
+		t := v.(*tracked)
+		t.mu.Lock()
+		g, user := t.gate, t.user
+		t.mu.Unlock()
+		if g == gate {
+			s.sessionClosed(k.(string), user)
+		}
+		return true
+	})
+}
+
+// sweepSessions looks up, every SessionTTL, the remembered sessions not
+// seen for a SessionTTL: one whose record is gone from Redis closed without
+// a notice reaching this node (a relay link was down), so its hooks run
+// now. The table stays bounded by the live sessions.
+func (s *Server) sweepSessions() {
+	tick := time.NewTicker(s.cfg.SessionTTL)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.sessions.m.Range(func(k, v any) bool {
+			t := v.(*tracked)
+			t.mu.Lock()
+			idle := time.Since(t.seen) >= s.cfg.SessionTTL
+			if idle {
+				t.seen = time.Now()
+			}
+			user := t.user
+			t.mu.Unlock()
+			if !idle {
+				return true
+			}
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+			_, err := s.node.Sessions.LookupOwner(ctx, k.(string))
+			cancel()
+			if errors.Is(err, session.ErrNotFound) {
+				s.sessionClosed(k.(string), user)
+			}
+			return s.ctx.Err() == nil
+		})
+	}
+}
+
+// goHook runs fn in a goroutine Shutdown waits for; after Shutdown
+// started waiting, fn is dropped.
+func (s *Server) goHook(fn func()) {
+	s.sessions.hookMu.Lock()
+	defer s.sessions.hookMu.Unlock()
+	if s.sessions.hookClosed {
+		return
+	}
+	s.sessions.hookWG.Add(1)
+	go func() {
+		defer s.sessions.hookWG.Done()
+		fn()
+	}()
+}
+
+// stopHooks waits (bounded by ctx) for running hooks; none start after.
+func (s *Server) stopHooks(ctx context.Context) {
+	s.sessions.hookMu.Lock()
+	s.sessions.hookClosed = true
+	s.sessions.hookMu.Unlock()
+	done := make(chan struct{})
+	go func() { s.sessions.hookWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("session-closed hooks still running at shutdown")
+	}
+}

@@ -1,0 +1,12 @@
+# etcd of the offline path: Debian's etcd-server and etcdctl on the local
+# debootstrap base (deploy/offline/build-images.sh passes BASE). It takes
+# the command line of deploy/docker-compose.yml's etcd service unchanged
+# (/usr/local/bin/etcd, data in /etcd-data, `etcdctl endpoint health`).
+ARG BASE
+FROM ${BASE}
+RUN ln -s /usr/bin/etcd /usr/local/bin/etcd \
+ && mkdir -p /etcd-data && chown etcd:etcd /etcd-data && chmod 700 /etcd-data
+ENV ETCDCTL_API=3
+USER etcd
+EXPOSE 2379 2380
+CMD ["/usr/local/bin/etcd", "--data-dir=/etcd-data"]

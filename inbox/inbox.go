@@ -1,0 +1,520 @@
+// Package inbox is zcluster's reliable per-user inbox on Redis Streams: the
+// store behind backend.Deliver and the gate's resume, the epochs that tell a
+// client its history is intact, and the client frames of the reliable
+// channel (see wire.go).
+//
+// # Keys
+//
+// With the default prefix "zc:", user alice has two keys in one Redis
+// Cluster slot (hash tag {alice}):
+//
+//	zc:ib:{alice}   stream: one entry per message, id "<offset>-0", fields
+//	                t (Redis time, ms), m (application msgID), d (payload)
+//	zc:im:{alice}   hash: e (epoch), s (last offset given out)
+//
+// A user name holding '{' or '}' is hex-encoded inside the tag (the key
+// then ends with "}x") so the tag is always the whole name.
+//
+// # Offsets and epochs
+//
+// Offsets are dense: 1, 2, 3, ... per user, from HINCRBY on the meta hash,
+// so a gap between two offsets is always a lost message, never a numbering
+// artefact. The epoch is a random value stored with the offset; whenever the
+// meta hash is missing (new inbox, expired, Redis flushed or restarted
+// without persistence) the next append or read starts a new epoch and
+// offsets restart at 1, so a client resuming with the old epoch learns its
+// history is gone. Appending, numbering and creating the epoch are one Lua
+// script (atomic).
+//
+// # Bounds
+//
+// An inbox keeps its newest MaxLen messages (XADD MAXLEN, exact), and
+// drops messages older than TTL from its head on every append and read; the
+// stream key itself expires TTL after the last append. The meta hash lives
+// MetaTTLFactor times longer, so a client that comes back after its messages
+// expired is told "gap" only if it actually missed some.
+//
+// # Durability
+//
+// Append returns once Redis has executed the script: the message is in
+// Redis memory, replicated to replicas asynchronously, on disk according to
+// Redis's persistence settings (appendonly yes with appendfsync everysec
+// loses at most about a second of appends if Redis itself crashes;
+// appendfsync always loses none; no persistence loses everything on a
+// Redis restart, which clients see as a new epoch, never as silence).
+package inbox
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	// DefaultPrefix starts every key (the session directory's prefix).
+	DefaultPrefix = "zc:"
+	// DefaultMaxLen is how many messages an inbox keeps.
+	DefaultMaxLen = 1000
+	// DefaultTTL is how long a message is kept.
+	DefaultTTL = 24 * time.Hour
+	// MetaTTLFactor: the epoch and last offset outlive the messages by this
+	// factor of TTL.
+	MetaTTLFactor = 7
+	// MaxPayload is the largest application payload Append takes.
+	MaxPayload = 64 << 10
+	// maxBatch is how many appends one pipeline carries.
+	maxBatch = 256
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidConfig is returned (wrapped) by New for a Config it cannot use.
+	ErrInvalidConfig = errors.New("inbox: invalid config")
+	// ErrInvalidArgument is returned (wrapped) for an empty user or an
+	// oversized payload.
+	ErrInvalidArgument = errors.New("inbox: invalid argument")
+	// ErrBadReply is returned (wrapped) when Redis answers a script with
+	// something this package did not write (a foreign key of another type).
+	ErrBadReply = errors.New("inbox: unexpected reply from redis")
+)
+
+// Config configures a Store.
+type Config struct {
+	// Client is the Redis to use (single server or cluster). Required; the
+	// Store does not close it.
+	Client redis.UniversalClient
+	// Prefix starts every key (default "zc:"); it must not hold '{' or '}'.
+	Prefix string
+	// MaxLen is how many messages an inbox keeps (default 1000).
+	MaxLen int
+	// TTL is how long a message is kept (default 24h, at least 1s).
+	TTL time.Duration
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Client == nil {
+		return c, fmt.Errorf("%w: Client is required", ErrInvalidConfig)
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		return c, fmt.Errorf("%w: prefix %q holds a brace (it would change the keys' hash tag)", ErrInvalidConfig, c.Prefix)
+	}
+	if c.MaxLen == 0 {
+		c.MaxLen = DefaultMaxLen
+	}
+	if c.MaxLen < 1 {
+		return c, fmt.Errorf("%w: MaxLen %d must be positive", ErrInvalidConfig, c.MaxLen)
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.TTL < time.Second {
+		return c, fmt.Errorf("%w: TTL %v is below 1s", ErrInvalidConfig, c.TTL)
+	}
+	return c, nil
+}
+
+// Entry is one stored message.
+type Entry struct {
+	Offset  uint64
+	MsgID   uint32
+	Payload []byte
+}
+
+// Position is where an append landed.
+type Position struct {
+	Offset uint64
+	Epoch  uint64
+}
+
+// Page is the result of Read.
+type Page struct {
+	// Epoch is the inbox's epoch (created by the read if it had none).
+	Epoch uint64
+	// Last is the last offset given out in this epoch (0: none yet).
+	Last uint64
+	// First is the oldest offset still stored (Last+1 if none is).
+	First uint64
+	// Entries are the stored messages after the offset asked for, oldest
+	// first, at most the limit asked for.
+	Entries []Entry
+}
+
+// Stats are counters since New. RedisCalls counts round trips (a pipeline
+// counts once); Appends counts appended messages.
+type Stats struct {
+	RedisCalls uint64
+	Appends    uint64
+}
+
+// Store reads and appends users' inboxes. Safe for concurrent use. It owns
+// no goroutine: concurrent Appends are sent as one pipeline by whichever
+// caller finds none in flight (group commit).
+type Store struct {
+	cfg        Config
+	ttlMS      int64
+	metaTTLMS  int64
+	redisCalls atomic.Uint64
+	appends    atomic.Uint64
+
+	mu      sync.Mutex
+	queue   []*appendReq
+	leading bool
+}
+
+// New returns a Store. It does not contact Redis.
+func New(cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Store{cfg: cfg, ttlMS: cfg.TTL.Milliseconds(), metaTTLMS: MetaTTLFactor * cfg.TTL.Milliseconds()}, nil
+}
+
+// MaxLen returns how many messages an inbox keeps.
+func (s *Store) MaxLen() int { return s.cfg.MaxLen }
+
+// TTL returns how long a message is kept.
+func (s *Store) TTL() time.Duration { return s.cfg.TTL }
+
+// Stats returns the counters.
+func (s *Store) Stats() Stats {
+	return Stats{RedisCalls: s.redisCalls.Load(), Appends: s.appends.Load()}
+}
+
+// tag returns the hash tag content for user.
+func tag(user string) string {
+	if strings.ContainsAny(user, "{}") {
+		return hex.EncodeToString([]byte(user)) + "}x"
+	}
+	return user + "}"
+}
+
+// StreamKey returns the key of user's stream.
+func (s *Store) StreamKey(user string) string { return s.cfg.Prefix + "ib:{" + tag(user) }
+
+// MetaKey returns the key of user's meta hash (epoch and last offset).
+func (s *Store) MetaKey(user string) string { return s.cfg.Prefix + "im:{" + tag(user) }
+
+func checkUser(user string) error {
+	if user == "" {
+		return fmt.Errorf("%w: empty user", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// appendReq is one Append waiting for its pipeline.
+type appendReq struct {
+	user    string
+	msgID   uint32
+	payload []byte
+	pos     Position
+	err     error
+	done    chan struct{} // closed when pos/err are set
+	lead    chan struct{} // receives when this caller must send the next pipeline
+}
+
+// Append stores one message in user's inbox and returns its offset and the
+// inbox's epoch. It returns once Redis has run the append (see the package
+// doc for what that means for durability). Concurrent calls share
+// pipelines. On an error the message may or may not be stored.
+func (s *Store) Append(ctx context.Context, user string, msgID uint32, payload []byte) (Position, error) {
+	if err := checkUser(user); err != nil {
+		return Position{}, err
+	}
+	if len(payload) > MaxPayload {
+		return Position{}, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrInvalidArgument, len(payload), MaxPayload)
+	}
+	r := &appendReq{user: user, msgID: msgID, payload: payload, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.queue = append(s.queue, r)
+	lead := !s.leading
+	if lead {
+		s.leading = true
+	}
+	s.mu.Unlock()
+	if lead {
+		s.runBatches(ctx, r)
+	}
+	for {
+		select {
+		case <-r.done:
+			return r.pos, r.err
+		case <-r.lead:
+			s.runBatches(ctx, r)
+		case <-ctx.Done():
+			// Still queued: leave; else the pipeline is out and decides.
+			s.mu.Lock()
+			for i, q := range s.queue {
+				if q == r {
+					s.queue = append(s.queue[:i], s.queue[i+1:]...)
+					select {
+					case <-r.lead: // promoted meanwhile: pass the lead on
+						s.handOffLocked()
+					default:
+					}
+					s.mu.Unlock()
+					return Position{}, fmt.Errorf("inbox: append for %s: %w", user, ctx.Err())
+				}
+			}
+			s.mu.Unlock()
+			// Already in a pipeline: its outcome is the answer.
+			<-r.done
+			return r.pos, r.err
+		}
+	}
+}
+
+// runBatches sends queued appends as pipelines until own is done, then
+// hands the lead to the next waiter (or ends it if none waits).
+func (s *Store) runBatches(ctx context.Context, own *appendReq) {
+	for {
+		s.mu.Lock()
+		n := min(len(s.queue), maxBatch)
+		batch := make([]*appendReq, n)
+		copy(batch, s.queue[:n])
+		s.queue = append(s.queue[:0], s.queue[n:]...)
+		if n == 0 {
+			s.leading = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.sendBatch(context.WithoutCancel(ctx), batch)
+		select {
+		case <-own.done:
+			s.mu.Lock()
+			s.handOffLocked()
+			s.mu.Unlock()
+			return
+		default:
+		}
+	}
+}
+
+// handOffLocked gives the lead to the oldest waiter, or ends it if none
+// waits. s.mu is held.
+func (s *Store) handOffLocked() {
+	if len(s.queue) == 0 {
+		s.leading = false
+		return
+	}
+	s.queue[0].lead <- struct{}{}
+}
+
+// batchTimeout bounds one pipeline.
+const batchTimeout = 5 * time.Second
+
+// sendBatch runs one pipeline of append scripts (EVALSHA, and EVAL again
+// for those Redis did not know the script for) and completes each request.
+func (s *Store) sendBatch(ctx context.Context, batch []*appendReq) {
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	cmds := s.appendPipeline(ctx, batch, true)
+	var retry []int
+	for i, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		sub := make([]*appendReq, len(retry))
+		for j, i := range retry {
+			sub[j] = batch[i]
+		}
+		again := s.appendPipeline(ctx, sub, false)
+		for j, i := range retry {
+			cmds[i] = again[j]
+		}
+	}
+	for i, r := range batch {
+		r.pos, r.err = parseAppend(cmds[i])
+		if r.err != nil {
+			r.err = fmt.Errorf("inbox: append for %s: %w", r.user, r.err)
+		} else {
+			s.appends.Add(1)
+		}
+		close(r.done)
+	}
+}
+
+func (s *Store) appendPipeline(ctx context.Context, batch []*appendReq, sha bool) []*redis.Cmd {
+	eval := appendScript.Eval
+	if sha {
+		eval = appendScript.EvalSha
+	}
+	pipe := s.cfg.Client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, r := range batch {
+		cmds[i] = eval(ctx, pipe, []string{s.StreamKey(r.user), s.MetaKey(r.user)},
+			r.msgID, r.payload, s.cfg.MaxLen, s.ttlMS, s.metaTTLMS, strconv.FormatUint(NewEpoch(r.user), 10))
+	}
+	s.redisCalls.Add(1)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	return cmds
+}
+
+func parseAppend(c *redis.Cmd) (Position, error) {
+	v, err := c.Slice()
+	if err != nil {
+		return Position{}, err
+	}
+	if len(v) != 2 {
+		return Position{}, fmt.Errorf("%w: %v", ErrBadReply, v)
+	}
+	off, ok1 := v[0].(int64)
+	es, ok2 := v[1].(string)
+	ep, err := strconv.ParseUint(es, 10, 64)
+	if !ok1 || !ok2 || err != nil || off < 1 {
+		return Position{}, fmt.Errorf("%w: %v", ErrBadReply, v)
+	}
+	return Position{Offset: uint64(off), Epoch: ep}, nil
+}
+
+// maxLuaOffset caps offsets sent to the scripts (Lua numbers are doubles).
+const maxLuaOffset = 1 << 52
+
+// Read returns user's inbox state and at most limit messages after offset
+// after (0: from the oldest stored), oldest first. An inbox that has no
+// epoch gets one (see the package doc).
+func (s *Store) Read(ctx context.Context, user string, after uint64, limit int) (Page, error) {
+	if err := checkUser(user); err != nil {
+		return Page{}, err
+	}
+	after = min(after, maxLuaOffset)
+	limit = max(limit, 1)
+	keys := []string{s.StreamKey(user), s.MetaKey(user)}
+	args := []any{after, limit, s.ttlMS, s.metaTTLMS, strconv.FormatUint(NewEpoch(user), 10)}
+	s.redisCalls.Add(1)
+	c := readScript.EvalSha(ctx, s.cfg.Client, keys, args...)
+	if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		s.redisCalls.Add(1)
+		c = readScript.Eval(ctx, s.cfg.Client, keys, args...)
+	}
+	p, err := parseRead(c)
+	if err != nil {
+		return Page{}, fmt.Errorf("inbox: read %s: %w", user, err)
+	}
+	return p, nil
+}
+
+func parseRead(c *redis.Cmd) (Page, error) {
+	v, err := c.Slice()
+	if err != nil {
+		return Page{}, err
+	}
+	bad := func() (Page, error) { return Page{}, fmt.Errorf("%w: %.200v", ErrBadReply, v) }
+	if len(v) != 4 {
+		return bad()
+	}
+	es, ok1 := v[0].(string)
+	last, ok2 := v[1].(int64)
+	first, ok3 := v[2].(int64)
+	ents, ok4 := v[3].([]any)
+	ep, err := strconv.ParseUint(es, 10, 64)
+	if !ok1 || !ok2 || !ok3 || !ok4 || err != nil || last < 0 || first < 1 {
+		return bad()
+	}
+	p := Page{Epoch: ep, Last: uint64(last), First: uint64(first), Entries: make([]Entry, 0, len(ents))}
+	for _, raw := range ents {
+		e, ok := parseEntry(raw)
+		if !ok {
+			return bad()
+		}
+		p.Entries = append(p.Entries, e)
+	}
+	return p, nil
+}
+
+// parseEntry reads one XRANGE entry: [id, [t, ms, m, msgID, d, payload]].
+func parseEntry(raw any) (Entry, bool) {
+	pair, ok := raw.([]any)
+	if !ok || len(pair) != 2 {
+		return Entry{}, false
+	}
+	id, ok := pair[0].(string)
+	fields, ok2 := pair[1].([]any)
+	if !ok || !ok2 {
+		return Entry{}, false
+	}
+	offs, _, _ := strings.Cut(id, "-")
+	off, err := strconv.ParseUint(offs, 10, 64)
+	if err != nil || off == 0 {
+		return Entry{}, false
+	}
+	e := Entry{Offset: off}
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, _ := fields[i].(string)
+		val, _ := fields[i+1].(string)
+		switch k {
+		case "m":
+			m, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return Entry{}, false
+			}
+			e.MsgID = uint32(m)
+		case "d":
+			e.Payload = []byte(val)
+		}
+	}
+	return e, true
+}
+
+// Head is an inbox's epoch and last offset, as Heads reports them.
+type Head struct {
+	// Epoch is 0 if the inbox has no meta (expired or flushed).
+	Epoch uint64
+	Last  uint64
+}
+
+// Heads returns the epoch and last offset of every user's inbox, in one
+// pipeline (HMGET per user). A user whose inbox has no meta gets a zero
+// Head.
+func (s *Store) Heads(ctx context.Context, users []string) ([]Head, error) {
+	if len(users) == 0 {
+		return nil, nil
+	}
+	pipe := s.cfg.Client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(users))
+	for i, u := range users {
+		cmds[i] = pipe.HMGet(ctx, s.MetaKey(u), "e", "s")
+	}
+	s.redisCalls.Add(1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("inbox: heads: %w", err)
+	}
+	out := make([]Head, len(users))
+	for i, c := range cmds {
+		v := c.Val()
+		if len(v) != 2 {
+			continue
+		}
+		es, _ := v[0].(string)
+		ss, _ := v[1].(string)
+		ep, err1 := strconv.ParseUint(es, 10, 64)
+		last, err2 := strconv.ParseUint(ss, 10, 64)
+		if err1 == nil && err2 == nil {
+			out[i] = Head{Epoch: ep, Last: last}
+		}
+	}
+	return out, nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.cfg.Client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("inbox: ping: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,281 @@
+package inbox
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zcluster/zcluster/internal/testkit"
+)
+
+func newStore(t *testing.T, mutate func(*Config)) (*Store, *redis.Client) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: testkit.RedisServer(t).Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	cfg := Config{Client: rdb}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, rdb
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestAppendReadDenseOffsets(t *testing.T) {
+	s, rdb := newStore(t, nil)
+	ctx := ctxT(t)
+	var epoch uint64
+	for i := 1; i <= 5; i++ {
+		p, err := s.Append(ctx, "alice", 100, []byte(fmt.Sprintf("m%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Offset != uint64(i) {
+			t.Fatalf("append %d got offset %d", i, p.Offset)
+		}
+		if epoch == 0 {
+			epoch = p.Epoch
+		}
+		if p.Epoch != epoch || !EpochOf("alice", epoch) || EpochOf("bob", epoch) {
+			t.Fatalf("epoch %x (first %x)", p.Epoch, epoch)
+		}
+	}
+	pg, err := s.Read(ctx, "alice", 2, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pg.Epoch != epoch || pg.Last != 5 || pg.First != 1 || len(pg.Entries) != 3 {
+		t.Fatalf("page %+v", pg)
+	}
+	for i, e := range pg.Entries {
+		if e.Offset != uint64(3+i) || e.MsgID != 100 || string(e.Payload) != fmt.Sprintf("m%d", 3+i) {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+	}
+	// The keys share a slot and are where the doc says.
+	if n, _ := rdb.Exists(ctx, "zc:ib:{alice}", "zc:im:{alice}").Result(); n != 2 {
+		t.Fatalf("keys missing: %d", n)
+	}
+	if ttl := rdb.PTTL(ctx, "zc:ib:{alice}").Val(); ttl <= 0 || ttl > DefaultTTL {
+		t.Fatalf("stream ttl %v", ttl)
+	}
+	// An unknown user reads an empty inbox with a fresh epoch that the next
+	// append keeps.
+	pg, err = s.Read(ctx, "nobody", 0, 10)
+	if err != nil || pg.Last != 0 || pg.First != 1 || len(pg.Entries) != 0 || !EpochOf("nobody", pg.Epoch) {
+		t.Fatalf("empty read: %+v %v", pg, err)
+	}
+	p, err := s.Append(ctx, "nobody", 1, nil)
+	if err != nil || p.Epoch != pg.Epoch || p.Offset != 1 {
+		t.Fatalf("append after read: %+v %v (read epoch %x)", p, err, pg.Epoch)
+	}
+}
+
+func TestBraceUsersShareOneSlot(t *testing.T) {
+	s, _ := newStore(t, nil)
+	for _, u := range []string{"a{b}", "}x", "{}", "plain"} {
+		a, b := s.StreamKey(u), s.MetaKey(u)
+		if slotTag(a) != slotTag(b) || slotTag(a) == "" {
+			t.Fatalf("%q: keys %q %q have tags %q %q", u, a, b, slotTag(a), slotTag(b))
+		}
+	}
+	if s.StreamKey("a{b}") == s.StreamKey("612762") {
+		t.Fatal("escaped and plain names collide")
+	}
+}
+
+// slotTag is Redis Cluster's hash tag rule.
+func slotTag(key string) string {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '{' {
+			for j := i + 1; j < len(key); j++ {
+				if key[j] == '}' {
+					return key[i+1 : j]
+				}
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+func TestTrimByCountAndAge(t *testing.T) {
+	s, _ := newStore(t, func(c *Config) { c.MaxLen = 5; c.TTL = time.Second })
+	ctx := ctxT(t)
+	for i := 0; i < 8; i++ {
+		if _, err := s.Append(ctx, "bob", 1, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg, err := s.Read(ctx, "bob", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pg.First != 4 || pg.Last != 8 || len(pg.Entries) != 5 || pg.Entries[0].Offset != 4 {
+		t.Fatalf("after 8 appends with MaxLen 5: %+v", pg)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := s.Append(ctx, "bob", 1, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	pg, err = s.Read(ctx, "bob", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pg.First != 9 || pg.Last != 9 || len(pg.Entries) != 1 {
+		t.Fatalf("after the age limit: %+v", pg)
+	}
+}
+
+func TestFlushStartsNewEpoch(t *testing.T) {
+	s, rdb := newStore(t, nil)
+	ctx := ctxT(t)
+	p1, err := s.Append(ctx, "carol", 1, []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb.FlushAll(ctx)
+	pg, err := s.Read(ctx, "carol", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pg.Epoch == p1.Epoch || pg.Last != 0 {
+		t.Fatalf("after FLUSHALL: %+v (old epoch %x)", pg, p1.Epoch)
+	}
+	p2, err := s.Append(ctx, "carol", 1, []byte("b"))
+	if err != nil || p2.Epoch != pg.Epoch || p2.Offset != 1 {
+		t.Fatalf("append after flush: %+v %v", p2, err)
+	}
+	// Meta lost but the stream left behind: the stream is dropped, offsets
+	// restart in a new epoch.
+	rdb.Del(ctx, s.MetaKey("carol"))
+	p3, err := s.Append(ctx, "carol", 1, []byte("c"))
+	if err != nil || p3.Epoch == p2.Epoch || p3.Offset != 1 {
+		t.Fatalf("append after meta loss: %+v %v", p3, err)
+	}
+	if pg, _ := s.Read(ctx, "carol", 0, 10); len(pg.Entries) != 1 || string(pg.Entries[0].Payload) != "c" {
+		t.Fatalf("old epoch's entries kept: %+v", pg)
+	}
+}
+
+// TestConcurrentAppendsBatched: many goroutines appending to a few users
+// get dense, unique offsets per user, in fewer round trips than messages.
+func TestConcurrentAppendsBatched(t *testing.T) {
+	s, _ := newStore(t, nil)
+	ctx := ctxT(t)
+	const writers, each = 64, 40
+	var mu sync.Mutex
+	got := map[string][]uint64{}
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user := fmt.Sprintf("u%d", w%4)
+			for i := 0; i < each; i++ {
+				p, err := s.Append(ctx, user, 7, []byte("x"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				got[user] = append(got[user], p.Offset)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for u, offs := range got {
+		sort.Slice(offs, func(i, j int) bool { return offs[i] < offs[j] })
+		for i, o := range offs {
+			if o != uint64(i+1) {
+				t.Fatalf("%s: offsets not dense: %v", u, offs[:min(len(offs), i+2)])
+			}
+		}
+	}
+	st := s.Stats()
+	t.Logf("%d appends in %d round trips", st.Appends, st.RedisCalls)
+	if st.Appends != writers*each || st.RedisCalls >= st.Appends {
+		t.Fatalf("stats %+v: want %d appends in fewer round trips", st, writers*each)
+	}
+}
+
+func TestAppendCancelledWhileQueued(t *testing.T) {
+	s, _ := newStore(t, nil)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(ctx, time.Duration(i%5)*100*time.Microsecond)
+			defer cancel()
+			_, _ = s.Append(c, "dave", 1, nil)
+		}()
+	}
+	wg.Wait()
+	// The lead was never lost: a later append completes.
+	if _, err := s.Append(ctx, "dave", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWireRoundTrip(t *testing.T) {
+	b := AppendMessage(nil, 7, 0xabcdef0012345678, 100, []byte("hi"))
+	m, err := ParseMessage(b)
+	if err != nil || m.Offset != 7 || m.Epoch != 0xabcdef0012345678 || m.MsgID != 100 || string(m.Payload) != "hi" {
+		t.Fatalf("%+v %v", m, err)
+	}
+	if _, err := ParseMessage(b[:19]); err == nil {
+		t.Fatal("short message accepted")
+	}
+	r, err := ParseResumeRequest(ResumeRequest{Epoch: 1, Offset: 2}.Append(nil))
+	if err != nil || r.Epoch != 1 || r.Offset != 2 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 15), make([]byte, 17)} {
+		if _, err := ParseResumeRequest(bad); err == nil {
+			t.Fatalf("request of %d bytes accepted", len(bad))
+		}
+	}
+	a, err := ParseResumeAnswer(ResumeAnswer{Status: StatusGap, Epoch: 3, Next: 4, Last: 5}.Append(nil))
+	if err != nil || a != (ResumeAnswer{Status: StatusGap, Epoch: 3, Next: 4, Last: 5}) {
+		t.Fatalf("%+v %v", a, err)
+	}
+}
+
+func TestCursor(t *testing.T) {
+	var c Cursor
+	if r := c.Request(); r != (ResumeRequest{}) {
+		t.Fatalf("fresh request %+v", r)
+	}
+	c.Answer(ResumeAnswer{Epoch: 9, Next: 3, Last: 4})
+	for _, off := range []uint64{3, 4} {
+		if ok, err := c.Message(Message{Offset: off, Epoch: 9}); !ok || err != nil {
+			t.Fatalf("offset %d: %v %v", off, ok, err)
+		}
+	}
+	if ok, err := c.Message(Message{Offset: 4, Epoch: 9}); ok || err != nil {
+		t.Fatalf("duplicate: %v %v", ok, err)
+	}
+	if _, err := c.Message(Message{Offset: 6, Epoch: 9}); err == nil {
+		t.Fatal("skipped offset accepted")
+	}
+	c.Answer(ResumeAnswer{Status: StatusGap, Epoch: 10, Next: 1, Last: 1})
+	if ok, err := c.Message(Message{Offset: 1, Epoch: 10}); !ok || err != nil || c.Gaps != 1 {
+		t.Fatalf("after gap: %v %v %+v", ok, err, c)
+	}
+}

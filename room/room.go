@@ -1,0 +1,297 @@
+// Package room keeps room membership in Redis, for rooms that span gates:
+// which sessions are in a room, and on which gates they are, so that a push
+// to a room crosses the relay once per gate that holds members and each
+// gate fans it out to its own members.
+//
+// Each room is one Redis hash, <prefix>room:{<name>}, so a room lives in
+// one slot of a Redis Cluster and every change is one atomic script on one
+// key. Its fields:
+//
+//	s:<session>  the gate that owns the session
+//	@            the gates with members and their member counts, one
+//	             "<count> <gate>" line each (read by every push; small)
+//
+// A second key per gate, <prefix>gaterooms:{<gate>}, a set, lists the rooms
+// a gate has members in, so that the members of a gate that died without
+// cleaning up can be removed (PurgeGate).
+package room
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MaxNameLen is the longest room name.
+const MaxNameLen = 255
+
+// DefaultPrefix starts every key, as the session directory's.
+const DefaultPrefix = "zc:"
+
+// ErrInvalid is returned for an empty or too long room name, an empty
+// session id or a gate id with a newline.
+var ErrInvalid = errors.New("room: invalid argument")
+
+// Store is the room directory. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Store on rdb whose keys start with prefix (DefaultPrefix
+// when empty). It does not contact Redis.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{rdb: rdb, prefix: prefix}
+}
+
+// Key returns the Redis key of a room.
+func (s *Store) Key(room string) string { return s.prefix + "room:{" + room + "}" }
+
+// gateKey returns the key of a gate's room set.
+func (s *Store) gateKey(gate string) string { return s.prefix + "gaterooms:{" + gate + "}" }
+
+// CheckName reports whether name can be a room name: 1 to MaxNameLen
+// bytes.
+func CheckName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("%w: room name must be 1-%d bytes, got %d", ErrInvalid, MaxNameLen, len(name))
+	}
+	return nil
+}
+
+func check(room, sid, gate string) error {
+	if err := CheckName(room); err != nil {
+		return err
+	}
+	if sid == "" {
+		return fmt.Errorf("%w: empty session", ErrInvalid)
+	}
+	if gate == "" || strings.ContainsAny(gate, "\n") {
+		return fmt.Errorf("%w: gate id %q", ErrInvalid, gate)
+	}
+	return nil
+}
+
+// Lua helpers shared by the scripts: the gate list of field "@".
+const luaGates = `
+local function loadGates(k)
+	local t = {}
+	local s = redis.call('HGET', k, '@')
+	if s then
+		for n, g in string.gmatch(s, '(%d+) ([^\n]+)') do t[g] = tonumber(n) end
+	end
+	return t
+end
+local function saveGates(k, t)
+	local parts = {}
+	for g, n in pairs(t) do
+		if n > 0 then parts[#parts + 1] = n .. ' ' .. g end
+	end
+	if #parts == 0 then
+		redis.call('HDEL', k, '@')
+	else
+		redis.call('HSET', k, '@', table.concat(parts, '\n'))
+	end
+end
+`
+
+// joinScript: KEYS[1] room, ARGV[1] session, ARGV[2] gate. Returns 1 if
+// the session joined, 0 if it was already in.
+var joinScript = redis.NewScript(luaGates + `
+local f = 's:' .. ARGV[1]
+local old = redis.call('HGET', KEYS[1], f)
+if old == ARGV[2] then return 0 end
+local t = loadGates(KEYS[1])
+if old then t[old] = (t[old] or 1) - 1 end
+t[ARGV[2]] = (t[ARGV[2]] or 0) + 1
+redis.call('HSET', KEYS[1], f, ARGV[2])
+saveGates(KEYS[1], t)
+return 1
+`)
+
+// leaveScript: KEYS[1] room, ARGV[1] session. Returns 1 if the session
+// left, 0 if it was not in.
+var leaveScript = redis.NewScript(luaGates + `
+local f = 's:' .. ARGV[1]
+local old = redis.call('HGET', KEYS[1], f)
+if not old then return 0 end
+redis.call('HDEL', KEYS[1], f)
+local t = loadGates(KEYS[1])
+t[old] = (t[old] or 1) - 1
+saveGates(KEYS[1], t)
+return 1
+`)
+
+// purgeScript: KEYS[1] room, ARGV[1] gate. Removes every member on the
+// gate; returns how many.
+var purgeScript = redis.NewScript(luaGates + `
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+	if string.sub(all[i], 1, 2) == 's:' and all[i + 1] == ARGV[1] then
+		redis.call('HDEL', KEYS[1], all[i])
+		n = n + 1
+	end
+end
+local t = loadGates(KEYS[1])
+t[ARGV[1]] = nil
+saveGates(KEYS[1], t)
+return n
+`)
+
+// run runs a one-key script with EVALSHA, and with EVAL if Redis does not
+// know it.
+func (s *Store) run(ctx context.Context, sc *redis.Script, key string, args ...any) *redis.Cmd {
+	r := sc.EvalSha(ctx, s.rdb, []string{key}, args...)
+	if redis.HasErrorPrefix(r.Err(), "NOSCRIPT") {
+		r = sc.Eval(ctx, s.rdb, []string{key}, args...)
+	}
+	return r
+}
+
+// Join puts session sid, owned by gate, in room. It reports whether the
+// session was not in the room before.
+func (s *Store) Join(ctx context.Context, room, sid, gate string) (bool, error) {
+	if err := check(room, sid, gate); err != nil {
+		return false, err
+	}
+	n, err := s.run(ctx, joinScript, s.Key(room), sid, gate).Int()
+	if err != nil {
+		return false, fmt.Errorf("room %s: join: %w", room, err)
+	}
+	if n == 1 {
+		if err := s.rdb.SAdd(ctx, s.gateKey(gate), room).Err(); err != nil {
+			return true, fmt.Errorf("room %s: index gate %s: %w", room, gate, err)
+		}
+	}
+	return n == 1, nil
+}
+
+// Leave takes session sid out of room. It reports whether it was in.
+func (s *Store) Leave(ctx context.Context, room, sid string) (bool, error) {
+	if err := check(room, sid, "-"); err != nil {
+		return false, err
+	}
+	n, err := s.run(ctx, leaveScript, s.Key(room), sid).Int()
+	if err != nil {
+		return false, fmt.Errorf("room %s: leave: %w", room, err)
+	}
+	return n == 1, nil
+}
+
+// GateCount is one gate's share of a room.
+type GateCount struct {
+	Gate    string
+	Members int
+}
+
+// Gates returns the gates that hold members of room, with their member
+// counts: one HGET.
+func (s *Store) Gates(ctx context.Context, room string) ([]GateCount, error) {
+	if err := CheckName(room); err != nil {
+		return nil, err
+	}
+	v, err := s.rdb.HGet(ctx, s.Key(room), "@").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("room %s: %w", room, err)
+	}
+	return parseGates(v), nil
+}
+
+// parseGates parses the "<count> <gate>" lines of field "@".
+func parseGates(v string) []GateCount {
+	var out []GateCount
+	for line := range strings.SplitSeq(v, "\n") {
+		n, g, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		c, err := strconv.Atoi(n)
+		if err != nil || c <= 0 {
+			continue
+		}
+		out = append(out, GateCount{Gate: g, Members: c})
+	}
+	return out
+}
+
+// Members returns the sessions in room and their gates (HGETALL: for
+// presence lists, not for every message).
+func (s *Store) Members(ctx context.Context, room string) (map[string]string, error) {
+	if err := CheckName(room); err != nil {
+		return nil, err
+	}
+	all, err := s.rdb.HGetAll(ctx, s.Key(room)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("room %s: %w", room, err)
+	}
+	out := make(map[string]string, len(all))
+	for k, v := range all {
+		if sid, ok := strings.CutPrefix(k, "s:"); ok {
+			out[sid] = v
+		}
+	}
+	return out, nil
+}
+
+// PurgeGate removes every member that gate holds from every room it had
+// members in, and the gate's room set: for a gate that died without
+// leaving its rooms. It returns how many memberships it removed.
+func (s *Store) PurgeGate(ctx context.Context, gate string) (int, error) {
+	rooms, err := s.rdb.SMembers(ctx, s.gateKey(gate)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("rooms of gate %s: %w", gate, err)
+	}
+	total := 0
+	for _, r := range rooms {
+		n, err := s.run(ctx, purgeScript, s.Key(r), gate).Int()
+		if err != nil {
+			return total, fmt.Errorf("room %s: purge gate %s: %w", r, gate, err)
+		}
+		total += n
+	}
+	if err := s.rdb.Del(ctx, s.gateKey(gate)).Err(); err != nil {
+		return total, fmt.Errorf("rooms of gate %s: %w", gate, err)
+	}
+	return total, nil
+}
+
+// onlineKey is the hash of gates' logged-in session counts.
+func (s *Store) onlineKey() string { return s.prefix + "online" }
+
+// SetOnline publishes how many sessions are logged in on gate.
+func (s *Store) SetOnline(ctx context.Context, gate string, n int) error {
+	return s.rdb.HSet(ctx, s.onlineKey(), gate, n).Err()
+}
+
+// Online returns every gate's last published count of logged-in sessions.
+func (s *Store) Online(ctx context.Context) (map[string]int, error) {
+	all, err := s.rdb.HGetAll(ctx, s.onlineKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("online counts: %w", err)
+	}
+	out := make(map[string]int, len(all))
+	for g, v := range all {
+		n, _ := strconv.Atoi(v)
+		out[g] = n
+	}
+	return out, nil
+}
+
+// ForgetOnline drops the counts of gates that are gone.
+func (s *Store) ForgetOnline(ctx context.Context, gates ...string) error {
+	if len(gates) == 0 {
+		return nil
+	}
+	return s.rdb.HDel(ctx, s.onlineKey(), gates...).Err()
+}

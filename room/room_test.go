@@ -1,0 +1,71 @@
+package room_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/room"
+)
+
+func TestJoinLeavePurge(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testkit.Redis(t)})
+	defer rdb.Close()
+	s := room.New(rdb, "t:")
+	ctx := context.Background()
+	must := func(ok bool, err error) bool {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !must(s.Join(ctx, "r", "s1", "g1")) || !must(s.Join(ctx, "r", "s2", "g1")) || !must(s.Join(ctx, "r", "s3", "g2")) {
+		t.Fatal("first joins not reported new")
+	}
+	if must(s.Join(ctx, "r", "s3", "g2")) {
+		t.Fatal("a second join reported new")
+	}
+	gates, err := s.Gates(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, g := range gates {
+		got[g.Gate] = g.Members
+	}
+	if len(got) != 2 || got["g1"] != 2 || got["g2"] != 1 {
+		t.Fatalf("gates = %v, want g1:2 g2:1", got)
+	}
+	if !must(s.Leave(ctx, "r", "s1")) || must(s.Leave(ctx, "r", "s1")) {
+		t.Fatal("leave reported wrong")
+	}
+	// g2 dies: its members go, g1's stay.
+	if n, err := s.PurgeGate(ctx, "g2"); err != nil || n != 1 {
+		t.Fatalf("purge = %d, %v; want 1", n, err)
+	}
+	members, err := s.Members(ctx, "r")
+	if err != nil || len(members) != 1 || members["s2"] != "g1" {
+		t.Fatalf("members = %v, %v; want s2 on g1", members, err)
+	}
+	gates, _ = s.Gates(ctx, "r")
+	if len(gates) != 1 || gates[0] != (room.GateCount{Gate: "g1", Members: 1}) {
+		t.Fatalf("gates after purge = %v", gates)
+	}
+	// The last leave removes the key: no empty rooms pile up.
+	must(s.Leave(ctx, "r", "s2"))
+	if n, _ := rdb.Exists(ctx, s.Key("r")).Result(); n != 0 {
+		t.Fatalf("empty room's key still exists")
+	}
+	// One key per room, with a hash tag: one Redis Cluster slot.
+	if k := s.Key("lobby"); !strings.Contains(k, "{lobby}") {
+		t.Fatalf("key %q has no hash tag", k)
+	}
+	if _, err := s.Join(ctx, strings.Repeat("x", 256), "s", "g"); !errors.Is(err, room.ErrInvalid) {
+		t.Fatalf("long name: %v", err)
+	}
+}
