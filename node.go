@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/zcluster/zcluster/internal/metrics"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/session"
 	"github.com/zcluster/zcluster/web"
 )
 
@@ -55,19 +57,25 @@ type nodeFlags struct {
 	advertise  string
 	etcd       string
 	etcdPrefix string
-	redis      string
-	secret     string
-	insecure   bool
-	ttl        time.Duration
-	sessionTTL time.Duration
-	app        string
-	httpAddr   string
-	pprof      bool
-	config     string
+	// redisPrefix starts every Redis key of the cluster.
+	redisPrefix string
+	redis       string
+	secret      string
+	insecure    bool
+	ttl         time.Duration
+	sessionTTL  time.Duration
+	app         string
+	httpAddr    string
+	pprof       bool
+	config      string
 	// apps are the binary's applications, for --app.
 	apps *appSet
 	// gate only: client port limits (issue 9)
-	maxInflight int
+	maxInflight  int
+	loginTimeout time.Duration
+	idleTimeout  time.Duration
+	maxConns     int
+	clientRate   float64
 	// backend only: dispatch bounds (backend.Config)
 	workers, sessionQueue, sessionQueueBytes, queueBytes, maxCalls int
 	// TLS (docs/security.md)
@@ -97,6 +105,10 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.StringVar(&f.relay, "relay", gd.RelayListen, "relay address other nodes connect to, host:port")
 		fs.IntVar(&f.maxFrame, "max-frame", gd.MaxFrame, "largest client frame payload in bytes; a bigger frame closes the connection")
 		fs.IntVar(&f.maxInflight, "max-inflight", gd.MaxInflight, "forwarded requests one client connection may have unanswered; past it the gate stops reading that connection until answers come back")
+		fs.DurationVar(&f.loginTimeout, "login-timeout", gd.LoginTimeout, "close a client connection that has not logged in by then (msgID 9 \"login timeout\"); 0 disables")
+		fs.DurationVar(&f.idleTimeout, "idle-timeout", gd.IdleTimeout, "close a client connection that sent no byte for that long (msgID 9 \"idle\"); clients keep quiet connections open with heartbeat msgID 65534; 0 disables")
+		fs.IntVar(&f.maxConns, "max-conns", gd.MaxConns, "client connections this gate accepts; past it a new one gets msgID 9 \"gate full\" and /readyz reports not ready")
+		fs.Float64Var(&f.clientRate, "client-rate", 0, "messages per second one client connection may send (token bucket, one second of burst); over it a frame gets the error frame \"rate limited\"; 0 is no limit")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for the client listener; with --tls-key, clients must connect with TLS")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 		fs.StringVar(&f.wsListen, "ws-listen", "", "also accept WebSocket clients on this host:port (same frames, one or more per binary message; wss:// with --tls-cert) (default: off)")
@@ -116,6 +128,7 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 	fs.StringVar(&f.advertise, "advertise", "", "host other nodes dial to reach this node (default: the listen host, or the first non-loopback address if that is a wildcard)")
 	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma list (http:// is added when no scheme is given)")
 	fs.StringVar(&f.etcdPrefix, "etcd-prefix", gd.Prefix, "etcd key prefix")
+	fs.StringVar(&f.redisPrefix, "redis-prefix", session.DefaultPrefix, "Redis key prefix; two clusters sharing one Redis need different prefixes (every node of a cluster the same)")
 	fs.StringVar(&f.redis, "redis", "127.0.0.1:6379", "Redis address host:port; a comma list means several addresses (Redis Cluster)")
 	fs.StringVar(&f.secret, "secret", "", "cluster secret that authenticates relay links (required unless --insecure; prefer the environment variable: command lines are visible to other users)")
 	fs.BoolVar(&f.insecure, "insecure", false, "development only: allow relay links without a secret")
@@ -144,6 +157,11 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if kind == kindGate {
+		if err := f.checkClientLimits(); err != nil {
+			return err
+		}
 	}
 	if kind == kindGate && (f.wsPath == "" || f.wsPath[0] != '/') {
 		return fmt.Errorf("--ws-path %q: must start with /", f.wsPath)
@@ -185,6 +203,23 @@ func (f *nodeFlags) check(kind nodeKind) error {
 			prefix = f.group
 		}
 		f.id = defaultID(prefix)
+	}
+	return nil
+}
+
+// checkClientLimits validates a gate's client port limits.
+func (f *nodeFlags) checkClientLimits() error {
+	switch {
+	case f.maxInflight < 1:
+		return fmt.Errorf("--max-inflight %d: must be at least 1", f.maxInflight)
+	case f.maxConns < 1:
+		return fmt.Errorf("--max-conns %d: must be at least 1", f.maxConns)
+	case f.loginTimeout < 0:
+		return fmt.Errorf("--login-timeout %v: must be positive, or 0 to disable", f.loginTimeout)
+	case f.idleTimeout < 0:
+		return fmt.Errorf("--idle-timeout %v: must be positive, or 0 to disable", f.idleTimeout)
+	case !(f.clientRate >= 0) || math.IsInf(f.clientRate, 0):
+		return fmt.Errorf("--client-rate %v: want messages per second, or 0 for no limit", f.clientRate)
 	}
 	return nil
 }
@@ -269,10 +304,15 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		Secret:       []byte(f.secret),
 		Insecure:     f.insecure,
 		Prefix:       f.etcdPrefix,
+		RedisPrefix:  f.redisPrefix,
 		TTL:          f.ttl,
 		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
 		MaxInflight:  f.maxInflight,
+		LoginTimeout: disabledIfZero(f.loginTimeout),
+		IdleTimeout:  disabledIfZero(f.idleTimeout),
+		MaxConns:     f.maxConns,
+		ClientRate:   f.clientRate,
 		TLSCertFile:  f.tlsCert,
 		TLSKeyFile:   f.tlsKey,
 		WSListen:     f.wsListen,
@@ -321,9 +361,23 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 				c.log.Info("kcp clients", "id", g.ID(), "addr", a)
 			}
 		},
-		ready:   readiness(g.Registered, g.PingRedis),
+		ready: readiness(g.Registered, g.PingRedis, func() error {
+			if g.Full() {
+				return fmt.Errorf("gate full: %d client connections (--max-conns)", f.maxConns)
+			}
+			return nil
+		}),
 		metrics: m,
 	})
+}
+
+// disabledIfZero maps a flag's 0 ("disabled") to the negative duration
+// the gate's Config takes for it (its zero means "the default").
+func disabledIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // runBackend runs a backend until ctx ends, then shuts it down.
@@ -352,6 +406,7 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		Secret:      []byte(f.secret),
 		Insecure:    f.insecure,
 		Prefix:      f.etcdPrefix,
+		RedisPrefix: f.redisPrefix,
 		TTL:         f.ttl,
 		SessionTTL:  f.sessionTTL,
 		RelayTLS:    f.relayTLS(),
@@ -456,7 +511,7 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 	if sctx.Err() != nil {
 		return fmt.Errorf("%s: shutdown did not finish within %v", f.id, shutdownTimeout)
 	}
-	c.log.Info("stopped", "id", f.id)
+	c.log.Debug("stopped", "id", f.id) // the gate or backend logged its own "stopped" line
 	return nil
 }
 
@@ -473,15 +528,25 @@ func (f *nodeFlags) newMetrics(group string) *metrics.Metrics {
 	if f.httpAddr == "" {
 		return nil
 	}
-	return metrics.New(prometheus.Labels{"node": f.id, "node_group": group})
+	labels := prometheus.Labels{"node": f.id, "node_group": group}
+	if group == registry.GateGroup {
+		return metrics.NewGate(labels)
+	}
+	return metrics.NewBackend(labels)
 }
 
 // readiness is a started node's /readyz check: registered in etcd right
-// now, and Redis answers PING.
-func readiness(registered func() bool, pingRedis func(context.Context) error) func(context.Context) error {
+// now, every extra check passes (a gate is not full), and Redis answers
+// PING.
+func readiness(registered func() bool, pingRedis func(context.Context) error, extra ...func() error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if !registered() {
 			return errors.New("not registered in etcd")
+		}
+		for _, check := range extra {
+			if err := check(); err != nil {
+				return err
+			}
 		}
 		if err := pingRedis(ctx); err != nil {
 			return fmt.Errorf("redis: %w", err)

@@ -1,6 +1,8 @@
 package zcluster
 
 import (
+	"context"
+	"errors"
 	"os"
 	"regexp"
 	"strings"
@@ -79,6 +81,11 @@ func TestCheckRejects(t *testing.T) {
 		{kindGate, []string{"--secret", "s", "--ttl", "100ms"}, "--ttl"},
 		{kindGate, []string{"--insecure", "--session-ttl", "0s"}, "--session-ttl"},
 		{kindGate, []string{"--insecure", "--app", "game"}, "game"},
+		{kindGate, []string{"--insecure", "--max-inflight", "0"}, "--max-inflight"},
+		{kindGate, []string{"--insecure", "--max-conns", "0"}, "--max-conns"},
+		{kindGate, []string{"--insecure", "--login-timeout", "-1s"}, "--login-timeout"},
+		{kindGate, []string{"--insecure", "--idle-timeout", "-1s"}, "--idle-timeout"},
+		{kindGate, []string{"--insecure", "--client-rate", "-3"}, "--client-rate"},
 	} {
 		f, err := parseNode(t, tc.kind, tc.args, nil)
 		if err != nil {
@@ -100,5 +107,22 @@ func TestEndpoints(t *testing.T) {
 	}
 	if u := etcdURL("https://b:2"); u != "https://b:2" {
 		t.Errorf("etcdURL(https://b:2) = %q", u)
+	}
+}
+
+func TestReadinessExtraChecks(t *testing.T) {
+	full := true
+	ready := readiness(func() bool { return true }, func(context.Context) error { return nil }, func() error {
+		if full {
+			return errors.New("gate full")
+		}
+		return nil
+	})
+	if err := ready(context.Background()); err == nil || !strings.Contains(err.Error(), "gate full") {
+		t.Fatalf("full gate: ready = %v, want gate full", err)
+	}
+	full = false
+	if err := ready(context.Background()); err != nil {
+		t.Fatalf("gate with room: ready = %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/zcluster/zcluster/internal/topview"
+	"github.com/zcluster/zcluster/session"
 )
 
 // readTimeout bounds one snapshot read of etcd and Redis.
@@ -17,17 +18,19 @@ const readTimeout = 10 * time.Second
 
 // viewFlags are the flags of top and routes.
 type viewFlags struct {
-	etcd       string
-	etcdPrefix string
-	redis      string
-	output     string
-	watch      bool
-	interval   time.Duration
+	etcd        string
+	etcdPrefix  string
+	redisPrefix string
+	redis       string
+	output      string
+	watch       bool
+	interval    time.Duration
 }
 
 func bindViewFlags(fs *pflag.FlagSet, f *viewFlags, watch bool) {
 	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma list")
 	fs.StringVar(&f.etcdPrefix, "etcd-prefix", "/zcluster", "etcd key prefix")
+	fs.StringVar(&f.redisPrefix, "redis-prefix", session.DefaultPrefix, "Redis key prefix of the cluster")
 	fs.StringVar(&f.redis, "redis", "127.0.0.1:6379", "Redis address (comma list: several addresses)")
 	fs.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	if watch {
@@ -86,7 +89,7 @@ func (c *cli) view(ctx context.Context, f *viewFlags, withRedis bool, write func
 		return err
 	}
 	defer st.Close()
-	src := topview.Source{Etcd: st.etcd, Prefix: f.etcdPrefix}
+	src := topview.Source{Etcd: st.etcd, Prefix: f.etcdPrefix, SessionPrefix: f.redisPrefix}
 	if withRedis {
 		src.Redis = st.redis
 	}

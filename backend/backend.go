@@ -196,7 +196,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ID: s.cfg.ID, Group: s.cfg.Group, Kind: registry.KindBackend,
 		RelayListen: s.cfg.RelayListen, Advertise: s.cfg.Advertise,
 		Etcd: s.cfg.Etcd, Redis: s.cfg.Redis, Secret: s.cfg.Secret, Insecure: s.cfg.Insecure,
-		Prefix: s.cfg.Prefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
+		Prefix: s.cfg.Prefix, RedisPrefix: s.cfg.RedisPrefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
 		Version: s.cfg.Version, Logger: s.cfg.Logger, Handler: s.onEnvelope,
 		InboxMaxLen: s.cfg.InboxMax, InboxTTL: s.cfg.InboxTTL,
 		RelayTLS: s.cfg.RelayTLS,

@@ -34,6 +34,10 @@ type Config struct {
 	Insecure bool
 	// Prefix is the etcd key prefix (default "/zcluster").
 	Prefix string
+	// RedisPrefix starts every Redis key of the cluster (default "zc:");
+	// two clusters sharing one Redis need different prefixes. Every node of
+	// a cluster must use the same.
+	RedisPrefix string
 	// TTL is the etcd lease TTL (default 10s).
 	TTL time.Duration
 	// SessionTTL must match the gates' (default 30s); it bounds how long a

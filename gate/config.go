@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/zcluster/zcluster/inbox"
+	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
@@ -48,6 +50,10 @@ type Config struct {
 	Insecure bool
 	// Prefix is the etcd key prefix (default "/zcluster").
 	Prefix string
+	// RedisPrefix starts every Redis key of the cluster (default "zc:");
+	// two clusters sharing one Redis need different prefixes. Every node of
+	// a cluster must use the same.
+	RedisPrefix string
 	// TTL is the etcd lease TTL (default 10s).
 	TTL time.Duration
 	// SessionTTL is the Redis record TTL, refreshed every third of it
@@ -67,6 +73,29 @@ type Config struct {
 	// reading that connection until answers come back, so TCP pushes back
 	// on that client alone; no frame is dropped.
 	MaxInflight int
+	// LoginTimeout closes a connection that has not logged in by then,
+	// after msgID 9 {"reason":"login timeout"}; anonymous routes work
+	// before it (default 10s; negative disables).
+	LoginTimeout time.Duration
+	// IdleTimeout closes a connection that has sent no byte for that long
+	// (a partial frame counts as a byte, a stall in the middle of a frame
+	// does not), after msgID 9 {"reason":"idle"}. Any frame keeps a
+	// connection alive; a client with nothing to say sends MsgHeartbeat,
+	// which the gate answers itself. A connection waiting for answers to
+	// its requests is not idle (default 60s; negative disables).
+	IdleTimeout time.Duration
+	// MaxConns bounds the client connections of this gate; past it a new
+	// connection gets msgID 9 {"reason":"gate full"} and is closed, and
+	// Full reports true (default 100,000).
+	MaxConns int
+	// ClientRate is the messages per second one connection may send,
+	// enforced by a token bucket of ClientBurst tokens; a frame over it
+	// gets the error frame "rate limited" and the connection stays
+	// (default 0: no limit).
+	ClientRate float64
+	// ClientBurst is the token bucket size for ClientRate (default: one
+	// second's worth, at least 1).
+	ClientBurst int
 	// Version is published in etcd.
 	Version string
 	// Logger receives lifecycle events (default slog.Default()).
@@ -112,6 +141,9 @@ func DefaultConfig() Config {
 		SendQueue:      1 << 20,
 		RequestTimeout: 10 * time.Second,
 		MaxInflight:    DefaultMaxInflight,
+		LoginTimeout:   10 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		MaxConns:       100000,
 		Version:        "dev",
 		InboxMax:       inbox.DefaultMaxLen,
 		InboxTTL:       inbox.DefaultTTL,
@@ -147,6 +179,18 @@ func (c *Config) setDefaults() {
 	if c.MaxInflight == 0 {
 		c.MaxInflight = d.MaxInflight
 	}
+	if c.LoginTimeout == 0 {
+		c.LoginTimeout = d.LoginTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.ClientRate > 0 && c.ClientBurst == 0 {
+		c.ClientBurst = max(1, int(math.Ceil(c.ClientRate)))
+	}
 	if c.Version == "" {
 		c.Version = d.Version
 	}
@@ -174,7 +218,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: redis client is required", ErrConfig)
 	case len(c.Secret) == 0 && !c.Insecure:
 		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
-	case c.MaxFrame < 16 || c.MaxFrame > 16<<20:
+	case c.MaxFrame < 16 || c.MaxFrame > clusternode.MaxClientFrame:
 		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
@@ -182,6 +226,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: websocket path %q must start with /", ErrConfig, c.WSPath)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("%w: max inflight %d below 1", ErrConfig, c.MaxInflight)
+	case c.MaxConns < 1:
+		return fmt.Errorf("%w: max conns %d below 1", ErrConfig, c.MaxConns)
+	case c.ClientRate < 0 || math.IsNaN(c.ClientRate) || math.IsInf(c.ClientRate, 0):
+		return fmt.Errorf("%w: client rate %v: want 0 (off) or a positive number of messages per second", ErrConfig, c.ClientRate)
+	case c.ClientBurst < 0:
+		return fmt.Errorf("%w: client burst %d is negative", ErrConfig, c.ClientBurst)
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
 	}
@@ -194,6 +244,9 @@ var (
 	ErrConfig = errors.New("gate: invalid config")
 	// ErrNotLoggedIn is returned by Context methods that need a login.
 	ErrNotLoggedIn = errors.New("gate: not logged in")
+	// ErrBadUser is returned by Login for a user name that is empty, longer
+	// than MaxUserLen bytes or not valid UTF-8.
+	ErrBadUser = errors.New("gate: user name must be 1-64 bytes of UTF-8")
 	// ErrAlreadyLoggedIn is returned by Login on a session that has a user.
 	ErrAlreadyLoggedIn = errors.New("gate: already logged in")
 	// ErrStopped is returned once the gate is shutting down.

@@ -2,9 +2,9 @@ package gate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/zcluster/zcluster/session"
 )
@@ -46,9 +46,12 @@ func (c *Context) Reply(msgID uint32, payload []byte) error {
 // Login binds user to this session: the session's owner record and the
 // user's binding are written to Redis, and a previous session of the same
 // user, on this gate or any other, is kicked.
+//
+// user must be 1 to MaxUserLen bytes of valid UTF-8; anything else is
+// refused with an error wrapping ErrBadUser and nothing is written.
 func (c *Context) Login(user string) error {
-	if user == "" {
-		return errors.New("empty user name")
+	if err := CheckUser(user); err != nil {
+		return err
 	}
 	if u := c.User(); u != "" {
 		return fmt.Errorf("%w as %s", ErrAlreadyLoggedIn, u)
@@ -71,6 +74,23 @@ func (c *Context) Login(user string) error {
 	g.cfg.Observer.LoggedIn()
 	if prev != "" && prev != c.c.sid {
 		g.kickSession(ctx, prev, "logged in elsewhere")
+	}
+	return nil
+}
+
+// MaxUserLen is the longest user name Login accepts, in bytes.
+const MaxUserLen = 64
+
+// CheckUser reports why user cannot be logged in (an error wrapping
+// ErrBadUser), or nil: it must be 1 to MaxUserLen bytes of valid UTF-8.
+func CheckUser(user string) error {
+	switch {
+	case user == "":
+		return fmt.Errorf("%w: empty", ErrBadUser)
+	case len(user) > MaxUserLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrBadUser, len(user), MaxUserLen)
+	case !utf8.ValidString(user):
+		return fmt.Errorf("%w: not valid UTF-8", ErrBadUser)
 	}
 	return nil
 }

@@ -19,11 +19,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/clientnet"
 	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/internal/frame"
 	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
@@ -76,8 +79,17 @@ type Gate struct {
 	wg       sync.WaitGroup
 	started  atomic.Bool
 	stopping atomic.Bool
-	stopOnce sync.Once
-	done     chan struct{}
+	// fullLogged is set while the gate is full and has said so once.
+	fullLogged atomic.Bool
+	// refreshMu orders a session refresh against closed sessions'
+	// cleanups (see refreshOnce).
+	refreshMu sync.RWMutex
+	// testHookRefresh, if set (by tests), runs inside refreshOnce between
+	// listing the sessions and writing them.
+	testHookRefresh func()
+	stopOnce        sync.Once
+	stopErr         error // what Shutdown returned; written once, in stopOnce
+	done            chan struct{}
 }
 
 // client is the gate's state for one client connection.
@@ -89,11 +101,16 @@ type client struct {
 	token     string
 	// slots holds one token per forwarded request not answered yet;
 	// capacity Config.MaxInflight.
-	slots   chan struct{}
-	mu      sync.Mutex
-	user    string
-	userB   []byte
-	closing atomic.Bool
+	slots chan struct{}
+	// limiter enforces Config.ClientRate; nil when there is none. Used on
+	// the reader goroutine only.
+	limiter *rate.Limiter
+	// loginTimer enforces Config.LoginTimeout; nil when there is none.
+	loginTimer *time.Timer
+	mu         sync.Mutex
+	user       string
+	userB      []byte
+	closing    atomic.Bool
 	// handlers are the backend nodes that handled its messages (under
 	// mu), told when the session closes.
 	handlers []string
@@ -106,6 +123,9 @@ func (c *client) login(user string) bool {
 		return false
 	}
 	c.user, c.userB = user, []byte(user)
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
 	return true
 }
 
@@ -144,6 +164,17 @@ const suspectFor = time.Second
 // answered (over the node's own link) before they get an error frame.
 const linkGrace = 500 * time.Millisecond
 
+// linkWait is how long a client's request waits for a link to be dialed
+// when another node of the group could take it instead.
+const linkWait = 250 * time.Millisecond
+
+// hasOther reports whether group has a node other than except that is not
+// avoided, for key.
+func (g *Gate) hasOther(group, key, except string) bool {
+	_, ok := g.node.Topology.PickExcept(group, key, func(id string) bool { return id == except || g.node.Avoiding(id) })
+	return ok
+}
+
 // markSuspect avoids a node whose link failed for suspectFor: its sessions
 // go to the next node of their group in rendezvous order meanwhile.
 func (g *Gate) markSuspect(nodeID string) { g.node.Avoid(nodeID, suspectFor) }
@@ -153,6 +184,9 @@ func (g *Gate) markSuspect(nodeID string) { g.node.Avoid(nodeID, suspectFor) }
 func (g *Gate) Handle(msgID uint32, name string, fn HandlerFunc, opts ...HandleOption) {
 	if g.started.Load() {
 		panic("gate: Handle after Start")
+	}
+	if protocol.Reserved(msgID) {
+		panic(fmt.Sprintf("gate: Handle(%d, %q): msgID %d is reserved by the client protocol (see package protocol)", msgID, name, msgID))
 	}
 	r := registry.Route{MsgID: msgID, Group: registry.GateGroup, Name: name}
 	for _, o := range opts {
@@ -172,7 +206,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		ID: g.cfg.ID, Group: registry.GateGroup, Kind: registry.KindGate,
 		RelayListen: g.cfg.RelayListen, Advertise: g.cfg.Advertise,
 		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
-		Prefix: g.cfg.Prefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
+		Prefix: g.cfg.Prefix, RedisPrefix: g.cfg.RedisPrefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
 		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
 		InboxMaxLen: g.cfg.InboxMax, InboxTTL: g.cfg.InboxTTL,
 		RelayTLS: g.cfg.RelayTLS,
@@ -214,6 +248,9 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.sweepLoop)
 	g.goLoop(g.refreshLoop)
+	if g.cfg.IdleTimeout > 0 {
+		g.goLoop(g.idleLoop)
+	}
 	g.goLoop(g.onlineLoop)
 	g.goLoop(g.inboxSweepLoop)
 	return nil
@@ -298,56 +335,69 @@ func (g *Gate) Done() <-chan struct{} { return g.done }
 
 // Shutdown stops the gate: it leaves etcd, tells every client why it is
 // being closed (msgID 9), closes the connections, removes their Redis
-// records and stops the relay. Safe to call twice; ctx bounds the wait.
+// records and stops the relay. Safe to call twice (the second call returns
+// what the first did). ctx bounds the waits: when it ends before every
+// connection has closed (a gate handler that does not return holds its
+// connection) or every cleanup has finished, Shutdown stops waiting,
+// closes the rest and returns ctx.Err().
 func (g *Gate) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
 		defer close(g.done)
-		g.stopping.Store(true)
-		if g.node == nil {
-			g.cancel()
-			return
-		}
-		if err := g.node.Deregister(ctx); err != nil {
-			g.log.Warn("deregister failed; the lease will expire", "cause", err)
-		}
-		g.node.AnnounceLeaving(ctx)
-		if g.server != nil {
-			notice := kickPayload("gate shutting down")
-			var all []*client
-			g.mu.RLock()
-			for _, c := range g.clients {
-				all = append(all, c)
-			}
-			g.mu.RUnlock()
-			for _, c := range all {
-				_ = c.conn.Send(MsgKick, notice)
-			}
-			// Let the notices be written: they normally are at once; the
-			// bound (5s for them all) covers a starved or loaded machine.
-			deadline := time.Now().Add(5 * time.Second)
-			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-				deadline = d
-			}
-			for _, c := range all {
-				if d := time.Until(deadline); d > 0 {
-					_ = c.conn.Flush(d)
-				}
-			}
-			g.stopListeners()
-			// Wait for OnClose of every connection (it starts the unbinds).
-			for g.Sessions() > 0 && ctx.Err() == nil {
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-		g.cancel()
-		g.wgMu.Lock()
-		g.wgClosed = true
-		g.wgMu.Unlock()
-		waitGroup(ctx, &g.wg)
-		g.node.Close(ctx)
-		g.log.Info("gate stopped")
+		g.stopErr = g.shutdown(ctx)
 	})
-	return nil
+	return g.stopErr
+}
+
+func (g *Gate) shutdown(ctx context.Context) error {
+	g.stopping.Store(true)
+	if g.node == nil {
+		g.cancel()
+		return nil
+	}
+	if err := g.node.Deregister(ctx); err != nil {
+		g.log.Warn("deregister failed; the lease will expire", "cause", err)
+	}
+	g.node.AnnounceLeaving(ctx)
+	if g.server != nil {
+		notice := kickPayload("gate shutting down")
+		var all []*client
+		g.mu.RLock()
+		for _, c := range g.clients {
+			all = append(all, c)
+		}
+		g.mu.RUnlock()
+		for _, c := range all {
+			_ = c.conn.Send(MsgKick, notice)
+		}
+		// Let the notices be written: they normally are at once; the
+		// bound (5s for them all) covers a starved or loaded machine.
+		deadline := time.Now().Add(5 * time.Second)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		for _, c := range all {
+			if d := time.Until(deadline); d > 0 {
+				_ = c.conn.Flush(d)
+			}
+		}
+		g.stopListeners()
+		// Wait for OnClose of every connection (it starts the unbinds).
+		for g.Sessions() > 0 && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	g.cancel()
+	g.wgMu.Lock()
+	g.wgClosed = true
+	g.wgMu.Unlock()
+	waitGroup(ctx, &g.wg)
+	gaveUp := ctx.Err()
+	if gaveUp != nil {
+		g.log.Warn("gate stop did not finish in time; closing what is left", "sessions", g.Sessions(), "cause", gaveUp)
+	}
+	g.node.Close(ctx)
+	g.log.Info("gate stopped")
+	return gaveUp
 }
 
 func waitGroup(ctx context.Context, wg *sync.WaitGroup) {
@@ -379,6 +429,34 @@ func (g *Gate) sweepLoop() {
 	}
 }
 
+// idleLoop closes connections that have sent no byte for IdleTimeout,
+// except those waiting for answers to their requests.
+func (g *Gate) idleLoop() {
+	t := time.NewTicker(min(max(g.cfg.IdleTimeout/4, 10*time.Millisecond), 5*time.Second))
+	defer t.Stop()
+	var idle []*client
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			cutoff := now.Add(-g.cfg.IdleTimeout)
+			idle = idle[:0]
+			g.mu.RLock()
+			for _, c := range g.clients {
+				if len(c.slots) == 0 && c.conn.LastRead().Before(cutoff) && !c.closing.Load() {
+					idle = append(idle, c)
+				}
+			}
+			g.mu.RUnlock()
+			for i, c := range idle {
+				g.kickLocal(c, "idle")
+				idle[i] = nil
+			}
+		}
+	}
+}
+
 // refreshLoop keeps this gate's Redis records alive, rewrites them after a
 // Redis restart, and kicks sessions whose user logged in elsewhere meanwhile.
 func (g *Gate) refreshLoop() {
@@ -390,28 +468,46 @@ func (g *Gate) refreshLoop() {
 			return
 		case <-t.C:
 		}
-		var bs []session.Binding
-		g.mu.RLock()
-		for _, c := range g.clients {
-			if u, _ := c.identity(); u != "" {
-				bs = append(bs, session.Binding{Session: c.sid, User: u, Owner: session.Owner{Gate: g.cfg.ID, Token: c.token}})
-			}
+		g.refreshOnce()
+	}
+}
+
+// refreshOnce re-asserts the records of every logged-in session and kicks
+// those that were lost, also when the refresh failed part way (what it
+// learnt before the failure still holds).
+//
+// It holds refreshMu from taking the list of sessions until Redis has
+// answered, and a closed session's cleanup (OnClose) deletes its records
+// only under refreshMu too, after the session left g.clients. So a refresh
+// that listed a session finishes before that session's records are
+// deleted, and one that starts later does not list it: a closed session's
+// records are never written again.
+func (g *Gate) refreshOnce() {
+	g.refreshMu.Lock()
+	defer g.refreshMu.Unlock()
+	var bs []session.Binding
+	g.mu.RLock()
+	for _, c := range g.clients {
+		if u, _ := c.identity(); u != "" {
+			bs = append(bs, session.Binding{Session: c.sid, User: u, Owner: session.Owner{Gate: g.cfg.ID, Token: c.token}})
 		}
-		g.mu.RUnlock()
-		if len(bs) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTTL/3)
-		lost, err := g.node.Sessions.Refresh(ctx, bs)
-		cancel()
-		if err != nil {
-			g.log.Warn("session refresh failed", "sessions", len(bs), "cause", err)
-			continue
-		}
-		for _, b := range lost {
-			if c := g.client(b.Session); c != nil {
-				g.kickLocal(c, "logged in elsewhere")
-			}
+	}
+	g.mu.RUnlock()
+	if len(bs) == 0 {
+		return
+	}
+	if g.testHookRefresh != nil {
+		g.testHookRefresh()
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTTL/3)
+	lost, err := g.node.Sessions.Refresh(ctx, bs)
+	cancel()
+	if err != nil {
+		g.log.Warn("session refresh failed", "sessions", len(bs), "lost", len(lost), "cause", err)
+	}
+	for _, b := range lost {
+		if c := g.client(b.Session); c != nil {
+			g.kickLocal(c, "logged in elsewhere")
 		}
 	}
 }
@@ -558,12 +654,46 @@ func (g *Gate) openClient(conn clientConn, tr transport) *client {
 		return c
 	}
 	g.mu.Lock()
+	if len(g.clients) >= g.cfg.MaxConns {
+		g.mu.Unlock()
+		g.refuseFull(c)
+		return c
+	}
 	g.clients[sid] = c
 	g.mu.Unlock()
 	g.conns[tr].Add(1)
 	g.cfg.Observer.ConnOpened(tr.String())
+	if g.cfg.ClientRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(g.cfg.ClientRate), g.cfg.ClientBurst)
+	}
+	if g.cfg.LoginTimeout > 0 {
+		c.mu.Lock()
+		c.loginTimer = time.AfterFunc(g.cfg.LoginTimeout, func() {
+			if u, _ := c.identity(); u == "" {
+				g.kickLocal(c, "login timeout")
+			}
+		})
+		c.mu.Unlock()
+	}
 	return c
 }
+
+// refuseFull tells a connection over Config.MaxConns why and closes it.
+func (g *Gate) refuseFull(c *client) {
+	c.closing.Store(true)
+	if g.fullLogged.CompareAndSwap(false, true) {
+		g.log.Warn("gate full: refusing new connections", "max_conns", g.cfg.MaxConns)
+	}
+	_ = c.conn.Send(MsgKick, kickPayload("gate full"))
+	g.goLoop(func() {
+		_ = c.conn.Flush(time.Second)
+		c.conn.Close()
+	})
+}
+
+// Full reports whether the gate holds Config.MaxConns connections, so that
+// a new one would be refused ("gate full"); /readyz reports it not ready.
+func (g *Gate) Full() bool { return g.Sessions() >= g.cfg.MaxConns }
 
 // closeClient forgets a connection that ended and unbinds its session.
 func (g *Gate) closeClient(c *client) {
@@ -573,7 +703,16 @@ func (g *Gate) closeClient(c *client) {
 		g.conns[c.transport].Add(-1)
 		g.cfg.Observer.ConnClosed(c.transport.String())
 	}
+	full := len(g.clients) >= g.cfg.MaxConns
 	g.mu.Unlock()
+	if !full && g.fullLogged.Load() {
+		g.fullLogged.Store(false)
+	}
+	c.mu.Lock()
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
+	c.mu.Unlock()
 	g.sessionClosed(c)
 	user, _ := c.identity()
 	if user == "" {
@@ -582,6 +721,9 @@ func (g *Gate) closeClient(c *client) {
 	g.inbox.remove(user, c)
 	// Compare-and-delete: a record that moved to another gate stays.
 	g.goLoop(func() {
+		// After any refresh that listed this session (see refreshOnce).
+		g.refreshMu.RLock()
+		defer g.refreshMu.RUnlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		if _, err := g.node.Sessions.UnbindUser(ctx, user, c.sid); err != nil {
@@ -597,6 +739,15 @@ func (g *Gate) closeClient(c *client) {
 // connection's reader goroutine.
 func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 	if c.closing.Load() {
+		return
+	}
+	if c.limiter != nil && !c.limiter.Allow() {
+		g.cfg.Observer.MessageIn(msgID, "")
+		g.sendError(c, msgID, "rate limited")
+		return
+	}
+	if msgID == MsgHeartbeat {
+		_ = c.conn.Send(MsgHeartbeat, payload)
 		return
 	}
 	user, userB := c.identity()
@@ -648,13 +799,27 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			return // the connection or the gate is closing
 		}
 		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
-		err := g.node.Relay.Send(g.ctx, node.ID, &env)
+		sctx, cancel := g.ctx, context.CancelFunc(func() {})
+		if attempt == 0 && !g.node.Relay.LinkUp(node.ID) && g.hasOther(route.Group, c.sid, node.ID) {
+			// No link to it yet (new, or its link just broke): wait for
+			// the dial only briefly while another node of the group can
+			// serve, so a dial into a partition does not stall clients.
+			sctx, cancel = context.WithTimeout(g.ctx, linkWait)
+		}
+		err := g.node.Relay.Send(sctx, node.ID, &env)
+		cancel()
 		if err == nil {
 			c.noteHandler(node.ID)
 			return
 		}
 		if !g.pending.remove(seq) {
 			return // answered or timed out meanwhile: the client was told
+		}
+		if !linkError(err) {
+			// The message itself cannot be sent (too large, ...) or the
+			// gate is stopping: not the node's fault, nor worth a retry.
+			g.sendError(c, msgID, sendFailure(err))
+			return
 		}
 		// The node cannot be reached: avoid it and try the next one of
 		// the group once, so its sessions move before its lease expires.
@@ -666,6 +831,30 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 		}
 		node = next
 	}
+}
+
+// linkError reports whether a relay Send failed because of the link to the
+// peer (which makes the peer suspect), rather than because of the envelope
+// or this gate stopping.
+func linkError(err error) bool {
+	for _, e := range [...]error{relay.ErrDial, relay.ErrHandshake, relay.ErrBackpressure, relay.ErrLinkDown, relay.ErrLinkDropped, relay.ErrUnknownPeer} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// sendFailure is the error frame text for a Send that failed without a
+// link error.
+func sendFailure(err error) string {
+	switch {
+	case errors.Is(err, relay.ErrTooLarge):
+		return "message too large"
+	case errors.Is(err, relay.ErrClosed), errors.Is(err, context.Canceled):
+		return "gate shutting down"
+	}
+	return "cannot forward: " + err.Error()
 }
 
 // acquireSlot takes one of c's in-flight tokens. When all are taken it

@@ -29,6 +29,9 @@ type clientConn interface {
 	Close()
 	RemoteAddr() string
 	Context() context.Context
+	// LastRead is when the connection last received bytes from its peer
+	// (for Config.IdleTimeout).
+	LastRead() time.Time
 }
 
 var (

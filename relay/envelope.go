@@ -84,6 +84,11 @@ const fixedLen = 1 + 1 + 1 + 4 + 8 + 3
 // MaxFieldLen is the longest Session, User or Source an envelope can carry.
 const MaxFieldLen = 255
 
+// MaxOverhead is the most an envelope adds to its payload: the fixed
+// header and three fields of MaxFieldLen. A relay whose MaxFrame is a
+// payload limit plus MaxOverhead carries every payload up to that limit.
+const MaxOverhead = fixedLen + 3*MaxFieldLen
+
 // Envelope is one message between nodes. The layout on the wire is in
 // doc.go. Decode makes the byte fields alias its input; Append copies them.
 type Envelope struct {

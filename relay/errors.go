@@ -58,6 +58,9 @@ var (
 	// ErrLinkDropped is the cause given to Sends waiting on a dial that
 	// DropPeer cancelled.
 	ErrLinkDropped = errors.New("relay: link dropped")
+	// ErrNoLink is returned by SendIfLinked when no outbound link to the
+	// peer is up (it never dials one).
+	ErrNoLink = errors.New("relay: no link to the peer")
 )
 
 // Preformatted Decode errors: decoding never allocates, not even to fail.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zcluster/zcluster/internal/frame"
@@ -131,7 +132,7 @@ func (r *Relay) run(l *link) {
 	close(l.ready)
 	r.mu.Unlock()
 	r.stats.linksUp.Add(1)
-	r.log.Info("link up", "peer", l.id, "addr", l.addr)
+	r.log.Debug("link up", "peer", l.id, "addr", l.addr)
 
 	l.watch()
 }
@@ -154,7 +155,7 @@ func (l *link) watch() {
 	fns := r.downFns
 	r.mu.Unlock()
 	if quiet {
-		r.log.Info("link closed", "peer", l.id)
+		r.log.Debug("link closed", "peer", l.id)
 		return
 	}
 	cause := l.cause
@@ -164,7 +165,7 @@ func (l *link) watch() {
 	err := fmt.Errorf("%w: %s: %w", ErrLinkDown, l.id, cause)
 	r.stats.linksDown.Add(1)
 	if _, left := r.leaving.LoadAndDelete(l.id); left {
-		r.log.Info("link down: the peer left", "peer", l.id, "addr", l.addr)
+		r.log.Debug("link down: the peer left", "peer", l.id, "addr", l.addr)
 	} else {
 		r.log.Warn("link down", "peer", l.id, "addr", l.addr, "cause", cause)
 	}
@@ -175,7 +176,15 @@ func (l *link) watch() {
 
 // connect dials addr and runs the client handshake, both aborted by Close.
 func (r *Relay) connect(id, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: r.cfg.DialTimeout}
+	d := net.Dialer{
+		Timeout: r.cfg.DialTimeout,
+		// An idle link is probed, so a peer that vanished silently is
+		// noticed without traffic too (LinkTimeout bounds the probes).
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: r.cfg.LinkTimeout, Interval: r.cfg.LinkTimeout, Count: 2},
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return setUserTimeout(c, r.cfg.LinkTimeout)
+		},
+	}
 	conn, err := d.DialContext(r.ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s at %s: %w", ErrDial, id, addr, err)

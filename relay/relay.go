@@ -23,6 +23,7 @@ const (
 	DefaultDialTimeout      = 2 * time.Second
 	DefaultMaxPending       = 8 << 20
 	DefaultRedialBackoff    = 200 * time.Millisecond
+	DefaultLinkTimeout      = time.Second
 )
 
 // closeWait bounds how long Close waits for inbound connections to finish
@@ -59,12 +60,22 @@ type Config struct {
 	// Send fails with ErrBackpressure and the link is reset (default 8 MiB,
 	// at least one MaxFrame).
 	MaxPending int
+	// LinkTimeout is how long data sent on an outbound link may stay
+	// unacknowledged by the peer's TCP stack before the link is declared
+	// down (Linux TCP_USER_TIMEOUT; an idle link is probed with TCP
+	// keepalives every LinkTimeout). Without it a silent partition (packets
+	// dropped, no reset) kept a link "up" for the kernel's retransmission
+	// limit, about 15 minutes, and every request on it timed out. Default
+	// 1s; a frozen peer whose kernel still acknowledges is not detected by
+	// it (its lease expiry is).
+	LinkTimeout time.Duration
 	// RedialBackoff is how long Send returns the last dial or handshake
 	// error at once, without dialing, after one failed (default 200ms).
 	RedialBackoff time.Duration
-	// Logger receives lifecycle events: link up and down, refused
-	// handshakes and envelopes. Never one line per message. Default
-	// slog.Default().
+	// Logger receives lifecycle events: a link that breaks, refused
+	// handshakes and envelopes, failed dials (warn); links opened and
+	// closed in the normal course of things (debug). Never one line per
+	// message. Default slog.Default().
 	Logger *slog.Logger
 	// TLS, if set, puts every link under TLS (see TLSConfig); nil means
 	// plain TCP.
@@ -112,6 +123,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RedialBackoff <= 0 {
 		c.RedialBackoff = DefaultRedialBackoff
+	}
+	if c.LinkTimeout <= 0 {
+		c.LinkTimeout = DefaultLinkTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -256,7 +270,7 @@ func (r *Relay) Start() error {
 	if len(r.secret) == 0 {
 		r.log.Warn("relay is insecure: links authenticate with an empty key", "addr", srv.Addr())
 	}
-	r.log.Info("relay listening", "addr", srv.Addr())
+	r.log.Debug("relay listening", "addr", srv.Addr())
 	return nil
 }
 
@@ -332,6 +346,43 @@ func (r *Relay) Send(ctx context.Context, nodeID string, env *Envelope) error {
 	}
 }
 
+// SendIfLinked is Send over an outbound link to nodeID that is already up:
+// it never dials, and returns ErrNoLink when there is none. It is for
+// notices that matter only to peers this node talks to, such as the one a
+// stopping node sends (a stopping node must not open links only to close
+// them).
+func (r *Relay) SendIfLinked(ctx context.Context, nodeID string, env *Envelope) error {
+	r.mu.RLock()
+	l, err := r.links[nodeID], r.usableLocked()
+	r.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if l == nil || !l.isUp() || l.failed.Load() {
+		return fmt.Errorf("%w: %s", ErrNoLink, nodeID)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bp := r.bufs.Get().(*[]byte)
+	defer r.putBuf(bp)
+	buf, err := r.encode((*bp)[:0], env)
+	*bp = buf
+	if err != nil {
+		return err
+	}
+	if err := l.w.WriteRaw(buf); err != nil {
+		if errors.Is(err, frame.ErrQueueFull) {
+			return fmt.Errorf("%w: link to %s: %w", ErrBackpressure, nodeID, err)
+		}
+		l.fail(err)
+		return fmt.Errorf("%w: %s: %w", ErrLinkDown, nodeID, err)
+	}
+	r.stats.sent.Add(1)
+	r.stats.bytes.Add(uint64(len(buf)))
+	return nil
+}
+
 func (r *Relay) putBuf(bp *[]byte) {
 	if cap(*bp) > 64<<10 {
 		return
@@ -357,6 +408,15 @@ func (r *Relay) encode(dst []byte, env *Envelope) ([]byte, error) {
 	binary.BigEndian.PutUint32(dst[start:], FrameEnvelope)
 	binary.BigEndian.PutUint32(dst[start+4:], uint32(n))
 	return dst, nil
+}
+
+// LinkUp reports whether the outbound link to nodeID is established, so
+// that a Send to it does not wait for a dial.
+func (r *Relay) LinkUp(nodeID string) bool {
+	r.mu.RLock()
+	l := r.links[nodeID]
+	r.mu.RUnlock()
+	return l != nil && l.isUp()
 }
 
 // getLink returns the live link to id, dialing it if there is none.
@@ -567,7 +627,7 @@ func (r *Relay) Close() {
 		}
 		r.wg.Wait()
 		if srv != nil {
-			r.log.Info("relay closed")
+			r.log.Debug("relay closed")
 		}
 	})
 }

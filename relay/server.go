@@ -108,7 +108,7 @@ func (h serverHandler) OnClose(c *zinxkit.Conn) {
 	}
 	r.mu.Unlock()
 	if peer != "" {
-		r.log.Info("inbound link down", "peer", peer, "remote", c.RemoteAddr())
+		r.log.Debug("inbound link down", "peer", peer, "remote", c.RemoteAddr())
 	}
 }
 
@@ -137,7 +137,7 @@ func (in *inbound) handshake(msgID uint32, p []byte) {
 	in.peerB = []byte(in.peer)
 	_ = in.conn.Send(FrameAccept, buildAccept(r.secret, a.nonceC, in.nonceS, r.nodeID))
 	in.nonceS = nil
-	r.log.Info("inbound link up", "peer", in.peer, "remote", in.conn.RemoteAddr())
+	r.log.Debug("inbound link up", "peer", in.peer, "remote", in.conn.RemoteAddr())
 }
 
 // expire closes a connection that has not authenticated in time.

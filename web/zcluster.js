@@ -25,6 +25,7 @@
 /** Reserved msgIDs. */
 export const MSG_LOGIN = 1;
 export const MSG_KICK = 9;
+export const MSG_HEARTBEAT = 65534;
 export const MSG_ERROR = 65535;
 
 const HEADER = 8;
@@ -123,6 +124,9 @@ export class Client {
    * @param {number} [opts.maxBackoff=10000] longest reconnect delay, ms
    * @param {number} [opts.timeout=10000] default request timeout, ms
    * @param {number} [opts.loginMsgID=1] msgID of the login request and reply
+   * @param {number} [opts.heartbeat=20000] send the heartbeat msgID (65534)
+   *   this often, ms, so the gate's --idle-timeout (60s) does not close a
+   *   quiet connection; 0 disables
    * @param {(reason: string) => boolean} [opts.reconnectAfterKick]
    *   whether a kick may be followed by a reconnect (default: only when
    *   the gate is shutting down)
@@ -137,6 +141,7 @@ export class Client {
         maxBackoff: 10000,
         timeout: 10000,
         loginMsgID: MSG_LOGIN,
+        heartbeat: 20000,
         reconnectAfterKick: (reason) => /shutting down/.test(reason),
         WebSocket: globalThis.WebSocket,
       },
@@ -153,6 +158,7 @@ export class Client {
     this.attempt = 0;
     this.retryTimer = null;
     this.opening = null;
+    this.beatTimer = null;
   }
 
   /** Whether the WebSocket is open. */
@@ -204,12 +210,21 @@ export class Client {
         opened = true;
         this.opening = null;
         this.attempt = 0;
+        clearInterval(this.beatTimer);
+        if (this.opts.heartbeat > 0) {
+          this.beatTimer = setInterval(() => {
+            if (this.ws === ws && this.connected) ws.send(encodeFrame(MSG_HEARTBEAT, new Uint8Array(0)));
+          }, this.opts.heartbeat);
+        }
         this.emit("open");
         resolve();
       };
       ws.onmessage = (ev) => this.onMessage(ev);
       ws.onclose = (ev) => {
-        if (this.ws === ws) this.ws = null;
+        if (this.ws === ws) {
+          this.ws = null;
+          clearInterval(this.beatTimer);
+        }
         this.opening = null;
         this.failWaiting(new ZError(`connection closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`));
         const willReconnect = this.shouldReconnect();

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -16,16 +17,23 @@ import (
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/protocol"
+	"github.com/zcluster/zcluster/relay"
 )
 
-// chatTimeout bounds dialling the gate and the login.
+// chatTimeout bounds dialling the gate.
 const chatTimeout = 5 * time.Second
+
+// loginAnswerTimeout bounds the wait for the answer to the login: a gate
+// answers at once; something else on the port may never answer.
+const loginAnswerTimeout = 3 * time.Second
 
 const chatHelp = "commands: @user text (send) | !user text (reliable: stored if offline) | /all text (broadcast) | /echo text (chain-echo via im and echo) | /quit"
 
 func newChatCmd(c *cli) *cobra.Command {
 	var gateAddr, user string
 	var reconnect time.Duration
+	var prompt bool
 	cmd := &cobra.Command{
 		Use:   "chat",
 		Short: "Chat through a gate running the chat app: an interactive line client",
@@ -41,15 +49,22 @@ Everything received is printed as it arrives. After the login the client
 resumes its inbox: reliable messages stored while it was away are printed
 first. If the gate goes away it logs in again (on the next address of
 --gate, for up to --reconnect) and resumes from the last reliable message
-it printed, so nothing sent meanwhile is missed. A login of the same user
-elsewhere kicks this one.`,
+it printed, so nothing sent meanwhile is missed. A send that was delivered
+prints nothing, one that was not prints why. A login of the same user
+elsewhere kicks this one. On a terminal a prompt shows the user and the
+gate ("alice@gate-1> "); --prompt=false turns it off, --prompt turns it on
+for piped input.`,
 		Example: "  zcluster chat --gate 127.0.0.1:18001,127.0.0.1:18002 --user alice",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runChat(cmd.Context(), chatOptions{gates: splitList(gateAddr), user: user, reconnect: reconnect})
+			if !cmd.Flags().Changed("prompt") {
+				prompt = isTerminal(c.stdin)
+			}
+			return c.runChat(cmd.Context(), chatOptions{gates: splitList(gateAddr), user: user, reconnect: reconnect, prompt: prompt})
 		},
 	}
 	fs := cmd.Flags()
+	fs.BoolVar(&prompt, "prompt", false, "show a \"user@gate> \" prompt (default: when stdin is a terminal)")
 	fs.StringVar(&gateAddr, "gate", "127.0.0.1:18001", "client address of a gate, host:port; a comma list is tried in turn when reconnecting")
 	fs.StringVar(&user, "user", "", "user name to log in as, 1-64 bytes (required)")
 	fs.DurationVar(&reconnect, "reconnect", 30*time.Second, "how long to keep trying to log in again after the gate went away (0: exit at once)")
@@ -62,18 +77,62 @@ type chatOptions struct {
 	gates     []string
 	user      string
 	reconnect time.Duration
+	prompt    bool // show "user@gate> "
 }
 
-// syncWriter serialises writes from the receiver and the input loop.
+// isTerminal reports whether r is a terminal (a character device).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// syncWriter serialises writes from the receiver and the input loop, and
+// keeps the prompt (if any) after the last line.
 type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu     sync.Mutex
+	w      io.Writer
+	prompt string // "" for none
+	shown  bool   // the prompt is the last thing written
 }
 
+// println writes a line; a prompt on screen is replaced by it and shown
+// again after it.
 func (s *syncWriter) println(a ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.shown {
+		fmt.Fprint(s.w, "\r\033[K") // back over the prompt, clear the line
+	}
 	fmt.Fprintln(s.w, a...)
+	s.shown = false
+	s.showPromptLocked()
+}
+
+// setPrompt sets the prompt ("" for none) and shows it.
+func (s *syncWriter) setPrompt(p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prompt = p
+	s.showPromptLocked()
+}
+
+// showPrompt writes the prompt again after the user pressed Enter.
+func (s *syncWriter) showPrompt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shown = false // the user's Enter moved to a new line
+	s.showPromptLocked()
+}
+
+func (s *syncWriter) showPromptLocked() {
+	if s.prompt != "" && !s.shown {
+		fmt.Fprint(s.w, s.prompt)
+		s.shown = true
+	}
 }
 
 // gateShuttingDown is the kick reason of a gate that stops.
@@ -95,20 +154,66 @@ func chatLogin(ctx context.Context, addr, user string) (*zclient.Conn, chat.Logi
 		_ = conn.Close()
 		return nil, lr, err
 	}
-	if err := conn.Send(chat.MsgLogin, []byte(user)); err != nil {
-		return fail(fmt.Errorf("login: %w", err))
-	}
-	f, err := expect(dctx, conn, chat.MsgLogin)
-	if err != nil {
-		return fail(fmt.Errorf("login: %w", err))
-	}
-	if err := json.Unmarshal(f.Payload, &lr); err != nil {
-		return fail(fmt.Errorf("login: reply %q: %w", f.Payload, err))
-	}
-	if !lr.OK {
-		return fail(fmt.Errorf("login as %q refused: %s", user, lr.Error))
+	if lr, err = loginAnswer(ctx, conn, addr, user); err != nil {
+		return fail(err)
 	}
 	return conn, lr, nil
+}
+
+// loginAnswer sends the login and waits for the gate's answer. Whatever
+// else listens on the port gets a one-line reason: a zcluster relay port
+// (it greets with its handshake challenge), a service that answers
+// something other than a login reply, or one that never answers.
+func loginAnswer(ctx context.Context, conn *zclient.Conn, addr, user string) (chat.LoginReply, error) {
+	var lr chat.LoginReply
+	if err := conn.Send(chat.MsgLogin, []byte(user)); err != nil {
+		return lr, fmt.Errorf("login at %s: %w", addr, err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, loginAnswerTimeout)
+	defer cancel()
+	for {
+		f, err := conn.Recv(lctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return lr, ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			return lr, fmt.Errorf("no answer from %s (is it a zcluster gate?)", addr)
+		case err != nil:
+			return lr, fmt.Errorf("%s closed the connection without answering the login (is it a zcluster gate?)", addr)
+		}
+		switch f.MsgID {
+		case chat.MsgLogin:
+			if err := json.Unmarshal(f.Payload, &lr); err != nil || (!lr.OK && lr.Error == "") {
+				// A relay listener greets every connection with its
+				// handshake challenge (relay.FrameChallenge is msgID 1
+				// too): version byte, 32-byte nonce.
+				if f.MsgID == relay.FrameChallenge && len(f.Payload) == 33 && f.Payload[0] == relay.Version {
+					return lr, fmt.Errorf("%s is not a zcluster gate (a relay port?): it greeted with a relay handshake challenge", addr)
+				}
+				return lr, fmt.Errorf("%s is not a zcluster gate: it answered the login with %q", addr, clip(f.Payload, 40))
+			}
+			if !lr.OK {
+				return lr, fmt.Errorf("login as %q refused: %s", user, lr.Error)
+			}
+			return lr, nil
+		case chat.MsgError:
+			var e errorFrame
+			if json.Unmarshal(f.Payload, &e) == nil && e.Error != "" {
+				return lr, fmt.Errorf("login at %s: %s", addr, e.Error)
+			}
+		case chat.MsgKick, protocol.MsgHeartbeat:
+			continue
+		}
+		return lr, fmt.Errorf("%s is not a zcluster gate running the chat app: it answered the login with msgID %d %q", addr, f.MsgID, clip(f.Payload, 40))
+	}
+}
+
+// clip returns at most n bytes of b, with "..." when cut.
+func clip(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
 }
 
 // runChat logs in and runs the line client until /quit, end of input, a
@@ -138,6 +243,9 @@ func (c *cli) runChat(ctx context.Context, o chatOptions) error {
 			out.println(chatHelp)
 		} else {
 			out.println(fmt.Sprintf("logged in again as %s on %s; resuming after reliable message %d", lr.User, lr.Gate, rs.cursor.Offset))
+		}
+		if o.prompt {
+			out.setPrompt(lr.User + "@" + lr.Gate + "> ")
 		}
 		err = c.chatConn(ctx, conn, out, lines, &rs)
 		_ = conn.Close()
@@ -196,10 +304,18 @@ func (c *cli) chatConn(ctx context.Context, conn *zclient.Conn, out *syncWriter,
 		_ = conn.Close()
 		<-recvDone // the cursor belongs to the receiver until it ends
 	}()
+	// A quiet chat keeps its connection: the gate closes connections that
+	// send nothing for --idle-timeout (60s by default).
+	beat := time.NewTicker(chatHeartbeat)
+	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat.C:
+			if err := conn.Send(protocol.MsgHeartbeat, nil); err != nil {
+				return fmt.Errorf("%w: %v", errConnLost, err)
+			}
 		case err := <-recvDone:
 			recvDone <- err // for the deferred wait
 			return err
@@ -208,6 +324,9 @@ func (c *cli) chatConn(ctx context.Context, conn *zclient.Conn, out *syncWriter,
 				return nil // end of input
 			}
 			cmd := parseChatLine(line)
+			if !cmd.quit {
+				out.showPrompt()
+			}
 			switch {
 			case cmd.quit:
 				return nil
@@ -221,6 +340,9 @@ func (c *cli) chatConn(ctx context.Context, conn *zclient.Conn, out *syncWriter,
 		}
 	}
 }
+
+// chatHeartbeat is how often a chat client sends the heartbeat msgID.
+const chatHeartbeat = 20 * time.Second
 
 // readLines sends each line of r to lines and closes it at end of input.
 func readLines(r io.Reader, lines chan<- string, stop <-chan struct{}) {
@@ -253,6 +375,8 @@ func receive(conn *zclient.Conn, out *syncWriter, rs *reliableState) error {
 		var line string
 		var kicked bool
 		switch f.MsgID {
+		case protocol.MsgHeartbeat:
+			continue
 		case inbox.MsgResume, inbox.MsgMessage:
 			line = rs.frame(f)
 		default:
@@ -343,8 +467,9 @@ func parseChatLine(line string) chatCommand {
 	return chatCommand{help: true}
 }
 
-// renderFrame turns a received frame into a line for a human, and says
-// whether it was a kick.
+// renderFrame turns a received frame into a line for a human ("" for
+// nothing to show: a send that was delivered), and says whether it was a
+// kick.
 func renderFrame(f zclient.Frame) (line string, kicked bool) {
 	switch f.MsgID {
 	case chat.MsgDelivered:
@@ -363,7 +488,7 @@ func renderFrame(f zclient.Frame) (line string, kicked bool) {
 		var r chat.SendReply
 		if json.Unmarshal(f.Payload, &r) == nil {
 			if r.OK {
-				return "sent", false
+				return "", false
 			}
 			return r.Error, false
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -101,7 +102,7 @@ func TestChat(t *testing.T) {
 	c := testCLI(&out)
 	c.stdin = stdin
 	done := make(chan error, 1)
-	go func() { done <- c.runChat(ctx, chatOptions{gates: []string{g1.Addr}, user: "alice"}) }()
+	go func() { done <- c.runChat(ctx, chatOptions{gates: []string{g1.Addr}, user: "alice", prompt: true}) }()
 
 	waitFor := func(want string) {
 		t.Helper()
@@ -114,6 +115,7 @@ func TestChat(t *testing.T) {
 		}
 	}
 	waitFor("logged in as alice on " + g1.ID)
+	waitFor("alice@" + g1.ID + "> ")
 	if _, err := io.WriteString(typing, "@bob hi there\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +123,16 @@ func TestChat(t *testing.T) {
 	if err := expectJSON(ctx, bob, chat.MsgDelivered, &m); err != nil || m != (chat.Message{From: "alice", Text: "hi there"}) {
 		t.Fatalf("bob got %+v (%v)", m, err)
 	}
-	waitFor("sent\n")
 	_ = sendJSON(bob, chat.MsgSend, chat.SendRequest{To: "alice", Text: "hello alice"})
 	waitFor("[bob] hello alice\n")
 	_, _ = io.WriteString(typing, "/echo around\n@carol hm\n")
 	waitFor("echo: around\n")
 	waitFor("carol is offline\n")
+	// The replies to alice's sends come back in order: the one to
+	// "@bob hi there" came before "carol is offline", and printed nothing.
+	if regexp.MustCompile(`(^|\n|\[K)sent\n`).MatchString(out.String()) {
+		t.Errorf("chat printed a line for a delivered send:\n%s", out.String())
+	}
 
 	// A second login of alice kicks the chat client, which then exits 0.
 	alice2, err := dialGate(ctx, g2)
@@ -182,7 +188,7 @@ func TestRenderFrame(t *testing.T) {
 		{zclient.Frame{MsgID: chat.MsgDelivered, Payload: js(chat.Message{From: "bob", Text: "hi"})}, "[bob] hi", false},
 		{zclient.Frame{MsgID: chat.MsgBroadcasted, Payload: js(chat.Message{From: "alice", Text: "hello"})}, "[all] alice: hello", false},
 		{zclient.Frame{MsgID: chat.MsgChainEcho, Payload: []byte("text")}, "echo: text", false},
-		{zclient.Frame{MsgID: chat.MsgSend, Payload: js(chat.SendReply{OK: true})}, "sent", false},
+		{zclient.Frame{MsgID: chat.MsgSend, Payload: js(chat.SendReply{OK: true})}, "", false},
 		{zclient.Frame{MsgID: chat.MsgSend, Payload: js(chat.SendReply{Error: "bob is offline"})}, "bob is offline", false},
 		{zclient.Frame{MsgID: chat.MsgError, Payload: []byte(`{"msg_id":2,"error":"not logged in"}`)}, "error: not logged in", false},
 		{zclient.Frame{MsgID: chat.MsgKick, Payload: []byte(`{"reason":"logged in elsewhere"}`)}, "kicked: logged in elsewhere", true},

@@ -57,8 +57,10 @@ type Conn struct {
 	// and reason); the reader then ends and OnClose follows.
 	shut   func(code int, reason string)
 	closed atomic.Bool
-	ctx    context.Context
-	cancel context.CancelFunc
+	// lastRead is when the reader last received anything (UnixNano).
+	lastRead atomic.Int64
+	ctx      context.Context
+	cancel   context.CancelFunc
 	// Value is free for the handler's per-connection state. It is set in
 	// OnOpen, before any OnFrame, and read on the reader goroutine.
 	Value any
@@ -66,8 +68,17 @@ type Conn struct {
 
 func newConn(transport, remote string, shut func(int, string)) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Conn{transport: transport, remote: remote, shut: shut, ctx: ctx, cancel: cancel}
+	c := &Conn{transport: transport, remote: remote, shut: shut, ctx: ctx, cancel: cancel}
+	c.touch()
+	return c
 }
+
+// touch records that the reader received something now.
+func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
+
+// LastRead returns when the connection last received anything from its
+// peer (a WebSocket message or a KCP read), or when it opened.
+func (c *Conn) LastRead() time.Time { return time.Unix(0, c.lastRead.Load()) }
 
 // attachWriter gives c its frame.Writer on out; a full queue or a failed
 // write closes c.

@@ -125,6 +125,7 @@ func (s *KCPServer) serveConn(c *Conn, sess *kcp.UDPSession) {
 	for {
 		_ = sess.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		n, err := sess.Read(buf)
+		c.touch()
 		if err != nil {
 			if !c.Closed() {
 				s.cfg.Logger.Debug("kcp session ended", "server", s.cfg.Name, "remote", c.remote, "cause", err)

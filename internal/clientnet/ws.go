@@ -203,6 +203,7 @@ func (s *WSServer) serveConn(ws *websocket.Conn, remote string) {
 	var buf []byte
 	for {
 		mt, r, err := ws.NextReader()
+		c.touch()
 		if err != nil {
 			if !c.Closed() && !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) && !errors.Is(err, net.ErrClosed) {
 				s.cfg.Logger.Debug("websocket connection ended", "server", s.cfg.Name, "remote", remote, "cause", err)

@@ -23,6 +23,17 @@ import (
 	"github.com/zcluster/zcluster/session"
 )
 
+// MaxClientFrame is the largest client payload a gate may be configured to
+// accept (gate.Config.MaxFrame).
+const MaxClientFrame = 16 << 20
+
+// RelayMaxFrame is every node's relay frame limit: any client payload a gate
+// may accept, plus the envelope around it. Gates and backends use the same
+// value, so no frame a gate accepted, and no answer as large, can be
+// refused by a peer's relay (which would break the link for every session
+// on it).
+const RelayMaxFrame = MaxClientFrame + relay.MaxOverhead
+
 // ErrOffline is returned when a session or user has no live owner.
 var ErrOffline = errors.New("offline")
 
@@ -38,6 +49,7 @@ type Config struct {
 	Secret      []byte
 	Insecure    bool
 	Prefix      string
+	RedisPrefix string        // Redis key prefix ("" is session.DefaultPrefix)
 	TTL         time.Duration // etcd lease TTL
 	SessionTTL  time.Duration // Redis record TTL
 	Version     string
@@ -105,12 +117,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		handler(env)
 	}
 	var err error
-	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: "", TTL: cfg.SessionTTL, Logger: cfg.Logger})
+	n.Sessions, err = session.New(session.Config{Client: cfg.Redis, Prefix: cfg.RedisPrefix, TTL: cfg.SessionTTL, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	n.Rooms = room.New(cfg.Redis, "")
-	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
+	n.Rooms = room.New(cfg.Redis, cfg.RedisPrefix)
+	n.Inbox, err = inbox.New(inbox.Config{Client: cfg.Redis, Prefix: cfg.RedisPrefix, MaxLen: cfg.InboxMaxLen, TTL: cfg.InboxTTL})
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +139,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Resolve:  n.resolve,
 		Logger:   cfg.Logger,
 		TLS:      cfg.RelayTLS,
+		MaxFrame: RelayMaxFrame,
 	}, cfg.Handler)
 	if err != nil {
 		n.Topology.Close()
@@ -204,15 +217,17 @@ func (n *Node) PickOther(group, key string) (registry.Node, bool) {
 	return n.Topology.PickExcept(group, key, n.isAvoided)
 }
 
-// AnnounceLeaving tells every other node that this one is shutting down, so
-// they stop sending it anything new at once, without waiting for etcd's
-// watch to deliver its deregistration.
+// AnnounceLeaving tells the other nodes this one has a link to that it is
+// shutting down, so they stop sending it anything new at once, without
+// waiting for etcd's watch to deliver its deregistration. It opens no link:
+// a node this one never sent to learns it from etcd (and from the end of its
+// own link here, if it has one).
 func (n *Node) AnnounceLeaving(ctx context.Context) {
 	for _, nd := range n.Topology.All() {
 		if nd.ID == n.cfg.ID {
 			continue
 		}
-		if err := n.Relay.Send(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil {
+		if err := n.Relay.SendIfLinked(ctx, nd.ID, &relay.Envelope{Kind: relay.KindLeaving}); err != nil && !errors.Is(err, relay.ErrNoLink) {
 			n.log.Debug("leaving notice not sent", "to", nd.ID, "cause", err)
 		}
 	}
@@ -294,7 +309,7 @@ func (n *Node) Register(ctx context.Context, clientAddr string, routes []registr
 	n.regMu.Lock()
 	n.reg = reg
 	n.regMu.Unlock()
-	n.log.Info("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
+	n.log.Debug("registered", "node", n.cfg.ID, "group", n.cfg.Group, "relay", n.relayAdv, "client", clientAddr, "routes", len(routes))
 	return nil
 }
 

@@ -189,9 +189,10 @@ func TestFaultRollingRestart(t *testing.T) {
 	c.waitGroupSize(chat.GroupEcho, 2, 20*time.Second)
 
 	echoConns := dialMany(t, g, 50)
-	chainConns := dialMany(t, g, 10)
-	for i, conn := range chainConns {
-		chatkit.Login(t, conn, fmt.Sprintf("roller-%d", i))
+	chainConns := make([]*zclient.Conn, 10)
+	for i := range chainConns {
+		chainConns[i] = dial(t, g)
+		chatkit.Login(t, chainConns[i], fmt.Sprintf("roller-%d", i))
 	}
 	tr := startTraffic(t, echoConns)
 	defer tr.stop()

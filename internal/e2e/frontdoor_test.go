@@ -2,14 +2,18 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/examples/chat"
@@ -263,5 +267,418 @@ func TestInflightLimitBlocksOnlyItsConnection(t *testing.T) {
 	}
 	if d := time.Since(start); d > 8*time.Second {
 		t.Fatalf("shutdown with a blocked reader took %v", d)
+	}
+}
+
+// expectKick waits for msgID 9 with reason, then for the connection to
+// close.
+func expectKick(t *testing.T, conn *zclient.Conn, reason string, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	f, skipped, err := conn.Expect(ctx, chat.MsgKick)
+	if err != nil {
+		t.Fatalf("no kick %q within %v: %v (skipped %s)", reason, within, err, chatkit.Describe(skipped))
+	}
+	if want := `{"reason":"` + reason + `"}`; string(f.Payload) != want {
+		t.Fatalf("kick %s, want %s", f.Payload, want)
+	}
+	select {
+	case <-conn.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("connection still open 5s after the kick %q", reason)
+	}
+}
+
+// echoOK fails the test unless conn's echo is answered.
+func echoOK(t *testing.T, conn *zclient.Conn, text string) {
+	t.Helper()
+	if err := conn.Send(chat.MsgEcho, []byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	if f := chatkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != text {
+		t.Fatalf("echo %q, want %q", f.Payload, text)
+	}
+}
+
+// stillOpen fails the test if conn was closed.
+func stillOpen(t *testing.T, conn *zclient.Conn, what string) {
+	t.Helper()
+	select {
+	case <-conn.Done():
+		t.Fatalf("%s: connection closed", what)
+	default:
+	}
+}
+
+// TestLoginTimeout: a connection that has not logged in within
+// --login-timeout gets msgID 9 "login timeout" and is closed; anonymous
+// routes work until then; a logged-in connection stays.
+func TestLoginTimeout(t *testing.T) {
+	const timeout = 700 * time.Millisecond
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.LoginTimeout = timeout })
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	anon := dial(t, g)
+	user := dial(t, g)
+	start := time.Now()
+	chatkit.Login(t, user, "alice")
+	echoOK(t, anon, "before the timeout") // anonymous route
+	expectKick(t, anon, "login timeout", 10*time.Second)
+	if d := time.Since(start); d < timeout/2 {
+		t.Fatalf("kicked after %v, before the %v timeout", d, timeout)
+	}
+	time.Sleep(timeout)
+	stillOpen(t, user, "logged-in client")
+	echoOK(t, user, "after the timeout")
+
+	// Disabled: nothing happens.
+	g2 := c.startGateWith("gate-2", func(cfg *gate.Config) { cfg.LoginTimeout = -1 })
+	quiet := dial(t, g2)
+	time.Sleep(2 * timeout)
+	stillOpen(t, quiet, "login timeout disabled")
+	echoOK(t, quiet, "still here")
+}
+
+// TestIdleTimeout: a connection that sends no byte for --idle-timeout is
+// closed with reason "idle", also one stalled in the middle of a frame;
+// heartbeats (answered by the gate itself, before login) and any other
+// frame keep a connection open.
+func TestIdleTimeout(t *testing.T) {
+	const idle = 700 * time.Millisecond
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.IdleTimeout = idle
+		cfg.LoginTimeout = -1
+	})
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	silent := dial(t, g)
+	beating := dial(t, g)
+	talking := dial(t, g)
+	chatkit.Login(t, talking, "alice")
+	stalled := rawConn(t, g.ListenAddr())
+	// Half a frame: the header of a 100-byte frame and 10 bytes of it.
+	if _, err := stalled.Write(frame.Append(nil, chat.MsgEcho, make([]byte, 100))[:frame.HeaderLen+10]); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return nil
+				case <-time.After(idle / 4):
+				}
+				p := []byte(fmt.Sprintf("beat-%d", i))
+				if err := beating.Send(gate.MsgHeartbeat, p); err != nil {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				f, skipped, err := beating.Expect(ctx, gate.MsgHeartbeat)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("heartbeat %d: %w (skipped %s)", i, err, chatkit.Describe(skipped))
+				}
+				if string(f.Payload) != string(p) {
+					return fmt.Errorf("heartbeat answer %q, want %q", f.Payload, p)
+				}
+				if i%2 == 0 {
+					if err := talking.Send(chat.MsgEcho, p); err != nil {
+						return err
+					}
+				}
+			}
+		}()
+	}()
+	start := time.Now()
+	expectKick(t, silent, "idle", 10*time.Second)
+	if d := time.Since(start); d < idle/2 {
+		t.Fatalf("silent client closed after %v, before the %v idle timeout", d, idle)
+	}
+	if d, _ := waitClosed(t, stalled, 10*time.Second); d > 10*time.Second {
+		t.Fatalf("stalled client closed after %v", d)
+	}
+	time.Sleep(2 * idle)
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stillOpen(t, beating, "heartbeating client")
+	stillOpen(t, talking, "talking client")
+	echoOK(t, beating, "alive")
+}
+
+// TestMaxConns: past --max-conns a new connection gets msgID 9 "gate full"
+// and is closed; the others are untouched; the gate reports itself full
+// (/readyz) until one leaves.
+func TestMaxConns(t *testing.T) {
+	const limit = 3
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.MaxConns = limit
+		cfg.LoginTimeout = -1
+	})
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	var conns []*zclient.Conn
+	for range limit {
+		conns = append(conns, dial(t, g))
+	}
+	chatkit.Login(t, conns[0], "alice")
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !g.Full() {
+			return fmt.Errorf("gate not full with %d connections", g.Sessions())
+		}
+		return nil
+	})
+	extra := dial(t, g)
+	expectKick(t, extra, "gate full", 5*time.Second)
+	for i, conn := range conns {
+		echoOK(t, conn, fmt.Sprintf("still served %d", i))
+	}
+	_ = conns[2].Close()
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if g.Full() {
+			return fmt.Errorf("gate still full with %d connections", g.Sessions())
+		}
+		return nil
+	})
+	echoOK(t, dial(t, g), "room again")
+}
+
+// TestClientRate: over --client-rate a frame gets the error frame "rate
+// limited" and the connection stays; another client is not limited by it.
+func TestClientRate(t *testing.T) {
+	const perSecond, burst = 10, 5
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.ClientRate = perSecond
+		cfg.ClientBurst = burst
+	})
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	fast := dial(t, g)
+	other := dial(t, g)
+	const n = 40
+	for i := range n {
+		if err := fast.Send(chat.MsgEcho, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	echoes, limited := 0, 0
+	for echoes+limited < n {
+		f, err := fast.Recv(ctxTimeout(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("after %d echoes and %d limited: %v", echoes, limited, err)
+		}
+		switch f.MsgID {
+		case chat.MsgEcho:
+			echoes++
+		case chat.MsgError:
+			e := decodeError(t, f)
+			if e.Error != "rate limited" || e.MsgID != chat.MsgEcho {
+				t.Fatalf("error frame %s, want rate limited for msgID %d", f.Payload, chat.MsgEcho)
+			}
+			limited++
+		}
+	}
+	// 40 frames in well under a second: the burst of 5 and about one more
+	// per 100ms pass.
+	if echoes < burst || echoes > n/2 || limited < n/2 {
+		t.Fatalf("%d echoes, %d rate limited; want about %d echoes", echoes, limited, burst)
+	}
+	echoOK(t, other, "not limited by the other") // its own bucket
+	time.Sleep(time.Second)                      // the bucket refills
+	stillOpen(t, fast, "rate-limited client")
+	echoOK(t, fast, "served again")
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// msgRawLogin is a gate handler that logs in with the payload as it is,
+// without the checks the chat app makes: only the framework guards it.
+const msgRawLogin uint32 = 620
+
+// TestBadClientInputBlamesNoNode: a user name of 300 bytes is refused at
+// Login (before it could make every forward fail), and a frame between the
+// relay's old 1 MiB limit and the gate's --max-frame is forwarded and
+// answered; neither makes the gate avoid a healthy node: every other
+// user keeps being served by the same node.
+func TestBadClientInputBlamesNoNode(t *testing.T) {
+	c := newCluster(t)
+	var calls atomic.Int64
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
+		cfg.MaxFrame = 2 << 20
+		cfg.SendQueue = 8 << 20
+	}, func(g *gate.Gate) {
+		g.Handle(msgRawLogin, "raw-login", func(ctx *gate.Context) error {
+			if err := ctx.Login(string(ctx.Payload())); err != nil {
+				return err
+			}
+			return ctx.Reply(msgRawLogin, []byte("ok"))
+		}, gate.Anonymous())
+	})
+	c.startBackend("im-1", chat.GroupIM, setupWhoAmI(&calls))
+	c.startBackend("im-2", chat.GroupIM, setupWhoAmI(&calls))
+	c.waitGroupSize(chat.GroupIM, 2, 10*time.Second)
+
+	// Users spread over both nodes; remember who serves whom.
+	type user struct {
+		conn *zclient.Conn
+		node string
+	}
+	var users []user
+	for i := range 8 {
+		conn := dial(t, g)
+		chatkit.Login(t, conn, fmt.Sprintf("user-%d", i))
+		users = append(users, user{conn, askWhoAmI(t, conn, msgWhoAmI, nil).Node})
+	}
+	checkNodes := func(when string) {
+		t.Helper()
+		for i, u := range users {
+			if got := askWhoAmI(t, u.conn, msgWhoAmI, []byte(when)).Node; got != u.node {
+				t.Fatalf("%s: user-%d moved from %s to %s (a node was avoided)", when, i, u.node, got)
+			}
+		}
+	}
+
+	// A 300-byte name: refused at login, nothing forwarded under it.
+	long := dial(t, g)
+	if err := long.Send(msgRawLogin, []byte(strings.Repeat("x", 300))); err != nil {
+		t.Fatal(err)
+	}
+	f := chatkit.Expect(t, long, chat.MsgError)
+	if e := decodeError(t, f); e.MsgID != msgRawLogin || !strings.Contains(e.Error, "1-64 bytes") {
+		t.Fatalf("300-byte login: error frame %s, want a refusal naming the 1-64 bytes rule", f.Payload)
+	}
+	for range 4 {
+		if err := long.Send(msgWhoAmI, nil); err != nil {
+			t.Fatal(err)
+		}
+		f := chatkit.Expect(t, long, chat.MsgError)
+		if e := decodeError(t, f); e.Error != "not logged in" {
+			t.Fatalf("after the refused login: %s, want not logged in", f.Payload)
+		}
+	}
+	checkNodes("after the 300-byte name")
+
+	// 1.5 MiB: over the relay's old 1 MiB limit, under --max-frame 2 MiB.
+	big := dial(t, g)
+	payload := make([]byte, 3<<19)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	for range 3 {
+		if err := big.Send(chat.MsgEcho, payload); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		f, err := big.Recv(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.MsgID != chat.MsgEcho || !bytes.Equal(f.Payload, payload) {
+			t.Fatalf("1.5 MiB echo: msgID %d, %d bytes %.200q", f.MsgID, len(f.Payload), f.Payload)
+		}
+	}
+	checkNodes("after the 1.5 MiB frames")
+}
+
+// TestRedisPrefixSeparatesClusters: two clusters (own etcd each) share one
+// Redis with different --redis-prefix values. The same user name logged in
+// on both is two users: neither login kicks the other, a message to that
+// user reaches only the cluster it was sent in, and each cluster's keys
+// carry its own prefix.
+func TestRedisPrefixSeparatesClusters(t *testing.T) {
+	redisAddr := testkit.Redis(t)
+	type side struct {
+		c     *cluster
+		g     *gate.Gate
+		alice *zclient.Conn
+		bob   *zclient.Conn
+	}
+	var sides []side
+	for _, prefix := range []string{"zc:", "blue:"} {
+		c := newClusterOn(t, redisAddr)
+		g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.RedisPrefix = prefix })
+		c.startBackendWith("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.RedisPrefix = prefix })
+		c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+		sides = append(sides, side{c: c, g: g})
+	}
+	for i := range sides {
+		sides[i].alice = dial(t, sides[i].g)
+		sides[i].bob = dial(t, sides[i].g)
+		chatkit.Login(t, sides[i].alice, "alice")
+		chatkit.Login(t, sides[i].bob, "bob")
+	}
+	for i, s := range sides {
+		text := fmt.Sprintf("hello from cluster %d", i)
+		if r := sendChat(t, s.bob, "alice", text); !r.OK {
+			t.Fatalf("cluster %d: send to alice: %+v", i, r)
+		}
+		f := chatkit.Expect(t, s.alice, chat.MsgDelivered)
+		if !strings.Contains(string(f.Payload), text) {
+			t.Fatalf("cluster %d: alice got %s, want %q", i, f.Payload, text)
+		}
+	}
+	// Nothing crossed over, nobody was kicked.
+	time.Sleep(200 * time.Millisecond)
+	for i, s := range sides {
+		for _, conn := range []*zclient.Conn{s.alice, s.bob} {
+			select {
+			case f := <-conn.Frames():
+				t.Fatalf("cluster %d: unexpected frame %d %s", i, f.MsgID, f.Payload)
+			default:
+			}
+			stillOpen(t, conn, fmt.Sprintf("cluster %d", i))
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	for _, prefix := range []string{"zc:", "blue:"} {
+		for _, kind := range []string{"s:", "u:"} {
+			keys, err := rdb.Keys(context.Background(), prefix+kind+"*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != 2 { // alice and bob
+				t.Fatalf("keys %s%s*: %v, want 2", prefix, kind, keys)
+			}
+		}
+	}
+	// Every key of the cluster (sessions, users, rooms, inboxes, online
+	// counts) carries its prefix: nothing else is in this Redis.
+	all, err := rdb.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range all {
+		if !strings.HasPrefix(k, "zc:") && !strings.HasPrefix(k, "blue:") {
+			t.Fatalf("key %q carries neither cluster's prefix", k)
+		}
+	}
+	blue, err := rdb.Keys(context.Background(), "blue:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc, err := rdb.Keys(context.Background(), "zc:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blue) != len(zc) {
+		t.Fatalf("the two clusters wrote different key sets: zc: %v, blue: %v", zc, blue)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"github.com/zcluster/zcluster/internal/zclient"
 )
 
@@ -124,8 +125,12 @@ func (tr *traffic) snapshot() (answered int, errs []string, unanswered int, byNo
 
 func dialMany(t *testing.T, g *gate.Gate, n int) []*zclient.Conn {
 	conns := make([]*zclient.Conn, n)
+	run := time.Now().UnixNano()
 	for i := range conns {
 		conns[i] = dial(t, g)
+		// Logged in, as long-lived clients are: the gate closes connections
+		// that have not logged in after --login-timeout (10s).
+		chatkit.Login(t, conns[i], fmt.Sprintf("load-%d-%d", run, i))
 	}
 	return conns
 }

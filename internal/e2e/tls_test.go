@@ -42,7 +42,7 @@ func testCA(t *testing.T) (ca *tlsutil.TestCA, cert, key string) {
 }
 
 // startGateWith is startGate with a hook on the gate's Config.
-func (c *cluster) startGateWith(id string, tune func(*gate.Config)) *gate.Gate {
+func (c *cluster) startGateWith(id string, tune func(*gate.Config), setup ...func(*gate.Gate)) *gate.Gate {
 	c.t.Helper()
 	cli, rdb := c.clients()
 	cfg := gate.Config{
@@ -57,6 +57,9 @@ func (c *cluster) startGateWith(id string, tune func(*gate.Config)) *gate.Gate {
 		c.t.Fatalf("gate %s: %v", id, err)
 	}
 	chat.SetupGate(g)
+	for _, s := range setup {
+		s(g)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := g.Start(ctx); err != nil {

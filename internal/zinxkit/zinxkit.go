@@ -132,6 +132,8 @@ type Conn struct {
 	dec    *frame.Decoder
 	id     uint64
 	closed atomic.Bool
+	// lastRead is when the connection last read any byte (UnixNano).
+	lastRead atomic.Int64
 	// Value is free for the handler's per-connection state. It is set in
 	// OnOpen, before any OnFrame, and read on the reader goroutine.
 	Value any
@@ -374,6 +376,7 @@ func (s *Server) onStart(zc ziface.IConnection) {
 		return
 	}
 	c := &Conn{zc: zc, dec: frame.NewDecoder(s.cfg.MaxFrame), id: zc.GetConnID()}
+	c.lastRead.Store(time.Now().UnixNano())
 	wcfg := s.cfg.Writer
 	userOnErr := wcfg.OnError
 	wcfg.OnError = func(err error) {
@@ -423,6 +426,7 @@ func (d rawDecoder) Intercept(chain ziface.IChain) ziface.IcResp {
 		return nil
 	}
 	c := v.(*Conn)
+	c.lastRead.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
@@ -466,6 +470,10 @@ func (c *Conn) Close() {
 		c.zc.Stop()
 	}
 }
+
+// LastRead returns when the connection last read any byte from its peer
+// (a partial frame counts), or when it opened if it has read nothing.
+func (c *Conn) LastRead() time.Time { return time.Unix(0, c.lastRead.Load()) }
 
 // Closed reports whether Close was called or the connection ended.
 func (c *Conn) Closed() bool { return c.closed.Load() }
