@@ -139,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 // this group, with name) is published in etcd. Call before Start.
 //
 // A registration the framework cannot honour is not dropped in silence:
-// a reserved msgID (protocol.Reserved: 9, 65534, 65535), a msgID already
+// a reserved msgID (protocol.Reserved: 9 and 65532-65535), a msgID already
 // registered on this node (by Handle or HandleCall), or a nil fn is
 // remembered, and Start fails with ErrConfig listing every such
 // registration, so one run shows them all. Registering after Start is a
