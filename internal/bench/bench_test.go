@@ -89,6 +89,19 @@ func TestSmokeEcho(t *testing.T) {
 	}
 }
 
+func TestSmokeWSEcho(t *testing.T) {
+	cfg := short("ws-echo")
+	cfg.Payload = 20000 // a window of requests is one message: larger than a 64 KiB write buffer
+	r, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounted(t, r)
+	if !strings.Contains(r.Target, "cluster") {
+		t.Fatalf("target %q", r.Target)
+	}
+}
+
 func TestSmokeSend(t *testing.T) {
 	r, err := Run(context.Background(), short("send"))
 	if err != nil {
@@ -97,6 +110,19 @@ func TestSmokeSend(t *testing.T) {
 	checkCounted(t, r)
 	if r.RedisCmdsPerMsg < 0 && strings.Contains(r.Target, "redis-server") {
 		t.Fatalf("redis commands not measured against %s", r.Target)
+	}
+}
+
+func TestSmokeReliable(t *testing.T) {
+	r, err := Run(context.Background(), short("reliable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounted(t, r)
+	// At most one round trip per append (two for a batch that met a
+	// Redis without the script loaded yet: EVALSHA, then EVAL).
+	if r.RedisCallsPerMsg <= 0 || r.RedisCallsPerMsg > 2 {
+		t.Fatalf("inbox round trips per delivery %v: want measured, at most one per append", r.RedisCallsPerMsg)
 	}
 }
 

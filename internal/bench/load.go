@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/zclient"
 )
 
 // Client msgIDs the scenarios use (those of the chat demo application).
@@ -24,6 +26,7 @@ const (
 	msgBroadcast   uint32 = 5
 	msgDelivered   uint32 = 100
 	msgBroadcasted uint32 = 101
+	msgReliable    uint32 = 6
 	msgError       uint32 = 65535
 )
 
@@ -32,7 +35,7 @@ const (
 // when its answer arrives) and flushes when no token is free; a reader
 // goroutine counts what comes back.
 type loadConn struct {
-	nc net.Conn
+	nc streamConn
 	r  *bufio.Reader
 	w  *bufio.Writer
 
@@ -52,9 +55,16 @@ type loadConn struct {
 	errs     atomic.Uint64 // error frames or refusals
 
 	clock    *clock
-	h        hist // reader-owned
-	started  bool // the reader runs (and closes readDone when it ends)
+	h        hist   // reader-owned
+	relNext  uint64 // reliable receivers: the next offset expected (reader-owned)
+	started  bool   // the reader runs (and closes readDone when it ends)
 	readDone chan struct{}
+}
+
+// streamConn is a TCP connection, or a WebSocket read as a stream.
+type streamConn interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
 }
 
 // clock gives monotonic nanoseconds since the run began, and whether the
@@ -78,6 +88,57 @@ func dial(ctx context.Context, addr string) (*loadConn, error) {
 		w:        bufio.NewWriterSize(nc, 64<<10),
 		readDone: make(chan struct{}),
 	}, nil
+}
+
+// dialWS connects to a gate's WebSocket endpoint. The writer's buffer
+// holds a whole window of requests, so that a flush hands over whole
+// frames; they leave in as few binary messages as the gate's message limit
+// (one default-size frame, 64 KiB + 8 bytes) allows.
+func dialWS(ctx context.Context, url string, window, payload int) (*loadConn, error) {
+	ws, err := zclient.DialWSStream(ctx, url, zclient.WSOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("bench: dial %s: %w", url, err)
+	}
+	mw := wsMessages{ws}
+	return &loadConn{
+		nc:       ws,
+		r:        bufio.NewReaderSize(ws, 64<<10),
+		w:        bufio.NewWriterSize(mw, max(64<<10, window*(payload+frame.HeaderLen+64))),
+		readDone: make(chan struct{}),
+	}, nil
+}
+
+// wsMessages writes whole frames as binary messages of at most
+// wsMessageLimit bytes each (a larger frame goes alone).
+type wsMessages struct{ ws *zclient.WSStream }
+
+const wsMessageLimit = frame.DefaultMaxFrame + frame.HeaderLen
+
+func (m wsMessages) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		end := 0
+		for end < len(p) {
+			if len(p)-end < frame.HeaderLen {
+				end = len(p) // not a frame: let the gate refuse it
+				break
+			}
+			next := end + frame.HeaderLen + int(binary.BigEndian.Uint32(p[end+4:]))
+			if next > len(p) {
+				next = len(p)
+			}
+			if end > 0 && next > wsMessageLimit {
+				break
+			}
+			end = next
+		}
+		if _, err := m.ws.Write(p[:end]); err != nil {
+			return written, err
+		}
+		written += end
+		p = p[end:]
+	}
+	return written, nil
 }
 
 // readFrame reads one frame into buf (grown as needed). It allocates
@@ -339,12 +400,12 @@ func stampOf(p []byte) (int64, bool) {
 	return int64(binary.BigEndian.Uint64(ts[:])), true
 }
 
-// sendBuild builds msgID 2 {"to":to,"text":stamp}.
-func sendBuild(to string, size int) func([]byte, int64) []byte {
+// sendBuild builds msgID (2 or 6) {"to":to,"text":stamp}.
+func sendBuild(msgID uint32, to string, size int) func([]byte, int64) []byte {
 	prefix := []byte(`{"to":"` + to + `","text":"`)
 	return func(b []byte, now int64) []byte {
 		start := len(b)
-		b = binary.BigEndian.AppendUint32(b, msgSend)
+		b = binary.BigEndian.AppendUint32(b, msgID)
 		b = append(b, 0, 0, 0, 0)
 		b = append(b, prefix...)
 		b = textStamp(b, now, size)
@@ -356,17 +417,74 @@ func sendBuild(to string, size int) func([]byte, int64) []byte {
 
 var okTrue = []byte(`"ok":true`)
 
-// senderFrame counts the sender's acknowledgements of msgID 2.
-func senderFrame(lc *loadConn, id uint32, p []byte) {
-	switch id {
-	case msgSend:
-		if !bytes.Contains(p, okTrue) {
+// senderFrame counts the sender's acknowledgements of msgID (2 or 6).
+func senderFrame(msgID uint32) func(*loadConn, uint32, []byte) {
+	return func(lc *loadConn, id uint32, p []byte) {
+		switch id {
+		case msgID:
+			if !bytes.Contains(p, okTrue) {
+				lc.errs.Add(1)
+			}
+			lc.release()
+		case msgError:
 			lc.errs.Add(1)
+			lc.release()
 		}
-		lc.release()
+	}
+}
+
+// resumeFromNow asks for live reliable messages only and waits for the
+// answer, which sets the next offset expected.
+func (lc *loadConn) resumeFromNow(ctx context.Context) error {
+	if d, ok := ctx.Deadline(); ok {
+		_ = lc.nc.SetDeadline(d)
+		defer lc.nc.SetDeadline(time.Time{})
+	}
+	req := inbox.ResumeRequest{Offset: inbox.FromNow}.Append(nil)
+	if _, err := lc.w.Write(frame.Append(nil, inbox.MsgResume, req)); err != nil {
+		return err
+	}
+	if err := lc.w.Flush(); err != nil {
+		return err
+	}
+	var buf []byte
+	for {
+		msgID, p, err := readFrame(lc.r, buf)
+		if err != nil {
+			return fmt.Errorf("bench: resume: %w", err)
+		}
+		buf = p
+		switch msgID {
+		case inbox.MsgResume:
+			a, err := inbox.ParseResumeAnswer(p)
+			if err != nil {
+				return fmt.Errorf("bench: resume: %w", err)
+			}
+			lc.relNext = a.Next
+			return nil
+		case msgError:
+			return fmt.Errorf("bench: resume: %s", p)
+		}
+	}
+}
+
+// reliableFrame counts reliable deliveries: each offset once, in order
+// (a repeated or skipped offset counts as an error).
+func reliableFrame(lc *loadConn, id uint32, p []byte) {
+	switch id {
+	case inbox.MsgMessage:
+		m, err := inbox.ParseMessage(p)
+		if err != nil || m.Offset != lc.relNext {
+			lc.errs.Add(1)
+			return
+		}
+		lc.relNext++
+		if ts, ok := stampOf(m.Payload); ok {
+			lc.latency(ts)
+		}
+		lc.answered.Add(1)
 	case msgError:
 		lc.errs.Add(1)
-		lc.release()
 	}
 }
 
