@@ -505,7 +505,11 @@ func (f *nodeFlags) newMetrics(group string) *metrics.Metrics {
 	if f.httpAddr == "" {
 		return nil
 	}
-	return metrics.New(prometheus.Labels{"node": f.id, "node_group": group})
+	labels := prometheus.Labels{"node": f.id, "node_group": group}
+	if group == registry.GateGroup {
+		return metrics.NewGate(labels)
+	}
+	return metrics.NewBackend(labels)
 }
 
 // readiness is a started node's /readyz check: registered in etcd right

@@ -316,3 +316,11 @@ func (s *stack) leftovers() []string {
 	}
 	return left
 }
+
+// execCombined runs a command with a 2-minute bound.
+func execCombined(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	return string(out), err
+}

@@ -167,6 +167,17 @@ const suspectFor = time.Second
 // answered (over the node's own link) before they get an error frame.
 const linkGrace = 500 * time.Millisecond
 
+// linkWait is how long a client's request waits for a link to be dialed
+// when another node of the group could take it instead.
+const linkWait = 250 * time.Millisecond
+
+// hasOther reports whether group has a node other than except that is not
+// avoided, for key.
+func (g *Gate) hasOther(group, key, except string) bool {
+	_, ok := g.node.Topology.PickExcept(group, key, func(id string) bool { return id == except || g.node.Avoiding(id) })
+	return ok
+}
+
 // markSuspect avoids a node whose link failed for suspectFor: its sessions
 // go to the next node of their group in rendezvous order meanwhile.
 func (g *Gate) markSuspect(nodeID string) { g.node.Avoid(nodeID, suspectFor) }
@@ -806,7 +817,15 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			return // the connection or the gate is closing
 		}
 		g.pending.add(seq, pendingRequest{session: c.sid, msgID: msgID, node: node.ID, deadline: time.Now().Add(g.cfg.RequestTimeout), slots: c.slots})
-		err := g.node.Relay.Send(g.ctx, node.ID, &env)
+		sctx, cancel := g.ctx, context.CancelFunc(func() {})
+		if attempt == 0 && !g.node.Relay.LinkUp(node.ID) && g.hasOther(route.Group, c.sid, node.ID) {
+			// No link to it yet (new, or its link just broke): wait for
+			// the dial only briefly while another node of the group can
+			// serve, so a dial into a partition does not stall clients.
+			sctx, cancel = context.WithTimeout(g.ctx, linkWait)
+		}
+		err := g.node.Relay.Send(sctx, node.ID, &env)
+		cancel()
 		if err == nil {
 			c.noteHandler(node.ID)
 			return

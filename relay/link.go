@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zcluster/zcluster/internal/frame"
@@ -175,7 +176,15 @@ func (l *link) watch() {
 
 // connect dials addr and runs the client handshake, both aborted by Close.
 func (r *Relay) connect(id, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: r.cfg.DialTimeout}
+	d := net.Dialer{
+		Timeout: r.cfg.DialTimeout,
+		// An idle link is probed, so a peer that vanished silently is
+		// noticed without traffic too (LinkTimeout bounds the probes).
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: r.cfg.LinkTimeout, Interval: r.cfg.LinkTimeout, Count: 2},
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return setUserTimeout(c, r.cfg.LinkTimeout)
+		},
+	}
 	conn, err := d.DialContext(r.ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s at %s: %w", ErrDial, id, addr, err)

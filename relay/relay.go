@@ -23,6 +23,7 @@ const (
 	DefaultDialTimeout      = 2 * time.Second
 	DefaultMaxPending       = 8 << 20
 	DefaultRedialBackoff    = 200 * time.Millisecond
+	DefaultLinkTimeout      = time.Second
 )
 
 // closeWait bounds how long Close waits for inbound connections to finish
@@ -59,6 +60,15 @@ type Config struct {
 	// Send fails with ErrBackpressure and the link is reset (default 8 MiB,
 	// at least one MaxFrame).
 	MaxPending int
+	// LinkTimeout is how long data sent on an outbound link may stay
+	// unacknowledged by the peer's TCP stack before the link is declared
+	// down (Linux TCP_USER_TIMEOUT; an idle link is probed with TCP
+	// keepalives every LinkTimeout). Without it a silent partition (packets
+	// dropped, no reset) kept a link "up" for the kernel's retransmission
+	// limit, about 15 minutes, and every request on it timed out. Default
+	// 1s; a frozen peer whose kernel still acknowledges is not detected by
+	// it (its lease expiry is).
+	LinkTimeout time.Duration
 	// RedialBackoff is how long Send returns the last dial or handshake
 	// error at once, without dialing, after one failed (default 200ms).
 	RedialBackoff time.Duration
@@ -119,6 +129,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RedialBackoff <= 0 {
 		c.RedialBackoff = DefaultRedialBackoff
+	}
+	if c.LinkTimeout <= 0 {
+		c.LinkTimeout = DefaultLinkTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -401,6 +414,15 @@ func (r *Relay) encode(dst []byte, env *Envelope) ([]byte, error) {
 	binary.BigEndian.PutUint32(dst[start:], FrameEnvelope)
 	binary.BigEndian.PutUint32(dst[start+4:], uint32(n))
 	return dst, nil
+}
+
+// LinkUp reports whether the outbound link to nodeID is established, so
+// that a Send to it does not wait for a dial.
+func (r *Relay) LinkUp(nodeID string) bool {
+	r.mu.RLock()
+	l := r.links[nodeID]
+	r.mu.RUnlock()
+	return l != nil && l.isUp()
 }
 
 // getLink returns the live link to id, dialing it if there is none.

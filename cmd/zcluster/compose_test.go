@@ -417,6 +417,12 @@ func TestComposeEnvironment(t *testing.T) {
 	if !strings.Contains(body, `zcluster_messages_in_total{group="im",msg_id="2"`) {
 		t.Fatalf("gate /metrics has no message count for msgID 2 -> im:\n%s", grepLines(body, "zcluster_messages"))
 	}
+	// A backend exposes its own series and none of a gate's.
+	im := nodes[slices.IndexFunc(nodes, func(n *composeNode) bool { return n.name == "im" })]
+	body = httpGet(t, "http://"+im.httpAddr+"/metrics")
+	if !strings.Contains(body, "\nzcluster_backend_queued{") || strings.Contains(body, "\nzcluster_client_connections") {
+		t.Errorf("backend /metrics: want zcluster_backend_queued and no zcluster_client_connections:\n%s", grepLines(body, "zcluster_"))
+	}
 
 	// A clean stop exits 0; every log line was JSON; stdout stayed empty.
 	for _, n := range nodes {

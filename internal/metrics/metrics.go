@@ -32,8 +32,26 @@ const maxMsgIDs = 256
 // otherMsgID is the msg_id label of msgIDs beyond maxMsgIDs.
 const otherMsgID = "other"
 
-// Metrics holds one node's metrics. Create it with New, pass Gate() or
-// Backend() as the node's Observer, RedisHook() to its Redis client and
+// Role says which series a node exposes: the gate-only ones (client
+// connections, logins, kicks, client messages, error frames, sessions,
+// pending requests), the backend-only ones (handled messages, handler
+// time, queue depth), or both. The store, relay, registration and session
+// directory series, and the Go runtime and process collectors, are common.
+type Role int
+
+// Roles.
+const (
+	RoleAll Role = iota // both: for tests and one-off tools
+	RoleGate
+	RoleBackend
+)
+
+func (r Role) gate() bool    { return r != RoleBackend }
+func (r Role) backend() bool { return r != RoleGate }
+
+// Metrics holds one node's metrics. Create it with NewGate or NewBackend
+// (New has both roles' series), pass Gate() or Backend() as the node's
+// Observer, RedisHook() to its Redis client and
 // EtcdDialOptions() to its etcd client, then call SetGate or SetBackend once
 // the node has started. Safe for concurrent use.
 type Metrics struct {
@@ -56,10 +74,25 @@ type Metrics struct {
 	status atomic.Pointer[statusSource]
 }
 
-// New returns the metrics of one node, registered in a fresh registry with
-// the Go runtime and process collectors. constLabels (e.g. node and group)
-// are added to every zcluster metric; nil adds none.
-func New(constLabels prometheus.Labels) *Metrics {
+// New returns the metrics of a node of either role (every series of
+// both), registered in a fresh registry with the Go runtime and process
+// collectors. constLabels (e.g. node and group) are added to every zcluster
+// metric; nil adds none. A node knows its role: use NewGate or NewBackend,
+// which do not expose series stuck at 0.
+func New(constLabels prometheus.Labels) *Metrics { return NewRole(RoleAll, constLabels) }
+
+// NewGate returns the metrics of a gate: the common series and the
+// gate-only ones.
+func NewGate(constLabels prometheus.Labels) *Metrics { return NewRole(RoleGate, constLabels) }
+
+// NewBackend returns the metrics of a backend: the common series and the
+// backend-only ones.
+func NewBackend(constLabels prometheus.Labels) *Metrics {
+	return NewRole(RoleBackend, constLabels)
+}
+
+// NewRole returns the metrics of a node of role (see New).
+func NewRole(role Role, constLabels prometheus.Labels) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	opts := func(name, help string) prometheus.CounterOpts {
 		return prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help, ConstLabels: constLabels}
@@ -107,10 +140,15 @@ func New(constLabels prometheus.Labels) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connsOpened, m.conns, m.logins, m.kicks, msgIn, msgOut, errFrames, handled,
-		m.handlerDur, m.redisDur, m.etcdDur,
-		&statusCollector{m: m, labels: constLabels},
+		m.redisDur, m.etcdDur,
+		&statusCollector{m: m, labels: constLabels, role: role},
 	)
+	if role.gate() {
+		m.reg.MustRegister(m.connsOpened, m.conns, m.logins, m.kicks, msgIn, msgOut, errFrames)
+	}
+	if role.backend() {
+		m.reg.MustRegister(handled, m.handlerDur)
+	}
 	return m
 }
 

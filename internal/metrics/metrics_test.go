@@ -85,7 +85,7 @@ func TestMetricsLiveNodes(t *testing.T) {
 		})
 	}
 
-	gm := New(prometheus.Labels{"node": "gate-1"})
+	gm := NewGate(prometheus.Labels{"node": "gate-1"})
 	started := false
 	gsrv := httptest.NewServer(gm.Handler(HandlerOptions{Ready: func(context.Context) error {
 		if !started {
@@ -115,7 +115,7 @@ func TestMetricsLiveNodes(t *testing.T) {
 	gm.SetGate(g)
 	started = true
 
-	bm := New(prometheus.Labels{"node": "im-1"})
+	bm := NewBackend(prometheus.Labels{"node": "im-1"})
 	bsrv := httptest.NewServer(bm.Handler(HandlerOptions{}))
 	t.Cleanup(bsrv.Close)
 	cli, rdb = clients(bm)
@@ -221,6 +221,79 @@ func TestMetricsLiveNodes(t *testing.T) {
 	}
 	if v := scrape(t, gurl, "go_goroutines", ""); v < 1 {
 		t.Errorf("go runtime metrics missing")
+	}
+	// Each role exposes its own series only: nothing stuck at 0.
+	_, gbody := get(t, gurl)
+	_, bbody := get(t, burl)
+	for _, name := range gateOnlySeries {
+		if strings.Contains(bbody, "\n"+name) {
+			t.Errorf("backend /metrics has the gate series %s", name)
+		}
+	}
+	for _, name := range backendOnlySeries {
+		if strings.Contains(gbody, "\n"+name) {
+			t.Errorf("gate /metrics has the backend series %s", name)
+		}
+	}
+	if !strings.Contains(bbody, "\nzcluster_backend_queued") || !strings.Contains(gbody, "\nzcluster_pending_requests") {
+		t.Errorf("a role's own status series is missing")
+	}
+}
+
+// gateOnlySeries and backendOnlySeries are the series of one role (the list
+// in docs/operations.md).
+var (
+	gateOnlySeries = []string{"zcluster_client_connections", "zcluster_client_connections_opened_total",
+		"zcluster_logins_total", "zcluster_kicks_total", "zcluster_messages_in_total", "zcluster_messages_out_total",
+		"zcluster_error_frames_total", "zcluster_sessions", "zcluster_sessions_logged_in", "zcluster_pending_requests"}
+	backendOnlySeries = []string{"zcluster_backend_messages_total", "zcluster_backend_handler_seconds", "zcluster_backend_queued"}
+)
+
+// TestRoleSeries: fed every gate and backend event, a gate's registry has
+// no backend series and a backend's no gate series, while New (both roles)
+// has them all. (The status series need a started node: see
+// TestMetricsLiveNodes.)
+func TestRoleSeries(t *testing.T) {
+	gather := func(m *Metrics) map[string]bool {
+		g, b := m.Gate(), m.Backend()
+		g.ConnOpened("tcp")
+		g.LoggedIn()
+		g.Kicked()
+		g.MessageIn(4, "im")
+		g.MessageOut(4)
+		g.ErrorFrame(777)
+		b.Handled(4, false, time.Millisecond, nil)
+		mfs, err := m.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, mf := range mfs {
+			got[mf.GetName()] = true
+		}
+		return got
+	}
+	gate, back, all := gather(NewGate(nil)), gather(NewBackend(nil)), gather(New(nil))
+	statusOnly := map[string]bool{"zcluster_sessions": true, "zcluster_sessions_logged_in": true,
+		"zcluster_pending_requests": true, "zcluster_backend_queued": true}
+	for _, n := range gateOnlySeries {
+		if statusOnly[n] {
+			continue
+		}
+		if !gate[n] || back[n] || !all[n] {
+			t.Errorf("%s: gate %v, backend %v, both %v; want gate only", n, gate[n], back[n], all[n])
+		}
+	}
+	for _, n := range backendOnlySeries {
+		if statusOnly[n] {
+			continue
+		}
+		if gate[n] || !back[n] || !all[n] {
+			t.Errorf("%s: gate %v, backend %v, both %v; want backend only", n, gate[n], back[n], all[n])
+		}
+	}
+	if !gate["go_goroutines"] || !back["go_goroutines"] {
+		t.Errorf("runtime series missing on a role")
 	}
 }
 

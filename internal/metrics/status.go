@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zcluster/zcluster/relay"
@@ -51,7 +53,14 @@ func (m *Metrics) SetBackend(b BackendStatus) {
 type statusCollector struct {
 	m      *Metrics
 	labels prometheus.Labels
+	role   Role
 }
+
+// gateOnly and backendOnly are the status series of one role.
+var (
+	gateOnly    = []string{"sessions", "logged_in", "pending"}
+	backendOnly = []string{"queued"}
+)
 
 func (c *statusCollector) desc(name, help string) *prometheus.Desc {
 	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, nil, c.labels)
@@ -81,9 +90,12 @@ func (c *statusCollector) descs() map[string]*prometheus.Desc {
 	}
 }
 
-// Describe implements prometheus.Collector.
+// Describe implements prometheus.Collector: the series of the role.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range c.descs() {
+	for name, d := range c.descs() {
+		if (!c.role.gate() && slices.Contains(gateOnly, name)) || (!c.role.backend() && slices.Contains(backendOnly, name)) {
+			continue
+		}
 		ch <- d
 	}
 }
@@ -122,12 +134,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("session_lookups", float64(ss.Lookups))
 	counter("session_cache_hits", float64(ss.CacheHits))
 	counter("session_redis_calls", float64(ss.RedisCalls))
-	if g := src.gate; g != nil {
+	if g := src.gate; g != nil && c.role.gate() {
 		gauge("sessions", float64(g.Sessions()))
 		gauge("logged_in", float64(g.LoggedIn()))
 		gauge("pending", float64(g.Pending()))
 	}
-	if b := src.backend; b != nil {
+	if b := src.backend; b != nil && c.role.backend() {
 		gauge("queued", float64(b.Queued()))
 	}
 }
