@@ -68,3 +68,12 @@ func (c *Context) Deliver(user string, msgID uint32, payload []byte) (Delivery, 
 	defer cancel()
 	return c.s.Deliver(ctx, user, msgID, payload)
 }
+
+// InboxStats returns the counters of the backend's inbox store: reliable
+// messages appended and the Redis round trips they took.
+func (s *Server) InboxStats() inbox.Stats {
+	if s.node == nil {
+		return inbox.Stats{}
+	}
+	return s.node.Inbox.Stats()
+}

@@ -73,6 +73,8 @@ const (
 	MaxPayload = 64 << 10
 	// maxBatch is how many appends one pipeline carries.
 	maxBatch = 256
+	// maxPipelines is how many append pipelines may be in flight at once.
+	maxPipelines = 4
 )
 
 // Sentinel errors.
@@ -159,8 +161,10 @@ type Stats struct {
 }
 
 // Store reads and appends users' inboxes. Safe for concurrent use. It owns
-// no goroutine: concurrent Appends are sent as one pipeline by whichever
-// caller finds none in flight (group commit).
+// no goroutine: concurrent Appends are sent as pipelines by the callers
+// themselves (group commit): a caller that finds fewer than maxPipelines in
+// flight sends everything queued, the others wait for their result or for
+// the lead to be handed to them.
 type Store struct {
 	cfg        Config
 	ttlMS      int64
@@ -170,7 +174,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	queue   []*appendReq
-	leading bool
+	leaders int // callers sending pipelines now (at most maxPipelines)
 }
 
 // New returns a Store. It does not contact Redis.
@@ -223,6 +227,8 @@ type appendReq struct {
 	err     error
 	done    chan struct{} // closed when pos/err are set
 	lead    chan struct{} // receives when this caller must send the next pipeline
+	// promoted is set (under Store.mu) when the lead was handed to it.
+	promoted bool
 }
 
 // Append stores one message in user's inbox and returns its offset and the
@@ -239,9 +245,9 @@ func (s *Store) Append(ctx context.Context, user string, msgID uint32, payload [
 	r := &appendReq{user: user, msgID: msgID, payload: payload, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	s.mu.Lock()
 	s.queue = append(s.queue, r)
-	lead := !s.leading
+	lead := s.leaders < maxPipelines
 	if lead {
-		s.leading = true
+		s.leaders++
 	}
 	s.mu.Unlock()
 	if lead {
@@ -250,8 +256,14 @@ func (s *Store) Append(ctx context.Context, user string, msgID uint32, payload [
 	for {
 		select {
 		case <-r.done:
+			s.mu.Lock()
+			s.declineLocked(r)
+			s.mu.Unlock()
 			return r.pos, r.err
 		case <-r.lead:
+			s.mu.Lock()
+			r.promoted = false
+			s.mu.Unlock()
 			s.runBatches(ctx, r)
 		case <-ctx.Done():
 			// Still queued: leave; else the pipeline is out and decides.
@@ -259,11 +271,7 @@ func (s *Store) Append(ctx context.Context, user string, msgID uint32, payload [
 			for i, q := range s.queue {
 				if q == r {
 					s.queue = append(s.queue[:i], s.queue[i+1:]...)
-					select {
-					case <-r.lead: // promoted meanwhile: pass the lead on
-						s.handOffLocked()
-					default:
-					}
+					s.declineLocked(r)
 					s.mu.Unlock()
 					return Position{}, fmt.Errorf("inbox: append for %s: %w", user, ctx.Err())
 				}
@@ -271,8 +279,21 @@ func (s *Store) Append(ctx context.Context, user string, msgID uint32, payload [
 			s.mu.Unlock()
 			// Already in a pipeline: its outcome is the answer.
 			<-r.done
+			s.mu.Lock()
+			s.declineLocked(r)
+			s.mu.Unlock()
 			return r.pos, r.err
 		}
+	}
+}
+
+// declineLocked passes on a lead handed to r that r will not use (it is
+// done or gone). s.mu is held.
+func (s *Store) declineLocked(r *appendReq) {
+	if r.promoted {
+		<-r.lead // sent under s.mu with r.promoted, not received since
+		r.promoted = false
+		s.handOffLocked()
 	}
 }
 
@@ -286,7 +307,7 @@ func (s *Store) runBatches(ctx context.Context, own *appendReq) {
 		copy(batch, s.queue[:n])
 		s.queue = append(s.queue[:0], s.queue[n:]...)
 		if n == 0 {
-			s.leading = false
+			s.leaders--
 			s.mu.Unlock()
 			return
 		}
@@ -303,14 +324,17 @@ func (s *Store) runBatches(ctx context.Context, own *appendReq) {
 	}
 }
 
-// handOffLocked gives the lead to the oldest waiter, or ends it if none
-// waits. s.mu is held.
+// handOffLocked gives this caller's lead to the oldest waiter not already
+// promoted, or ends it if none waits. s.mu is held.
 func (s *Store) handOffLocked() {
-	if len(s.queue) == 0 {
-		s.leading = false
-		return
+	for _, q := range s.queue {
+		if !q.promoted {
+			q.promoted = true
+			q.lead <- struct{}{}
+			return
+		}
 	}
-	s.queue[0].lead <- struct{}{}
+	s.leaders--
 }
 
 // batchTimeout bounds one pipeline.

@@ -3,6 +3,8 @@ package inbox
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"sort"
 	"sync"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/zcluster/zcluster/internal/redisrun"
 	"github.com/zcluster/zcluster/internal/testkit"
 )
 
@@ -277,5 +280,62 @@ func TestCursor(t *testing.T) {
 	c.Answer(ResumeAnswer{Status: StatusGap, Epoch: 10, Next: 1, Last: 1})
 	if ok, err := c.Message(Message{Offset: 1, Epoch: 10}); !ok || err != nil || c.Gaps != 1 {
 		t.Fatalf("after gap: %v %v %+v", ok, err, c)
+	}
+}
+
+// TestRedisCluster: the scripts touch two keys of one slot, so appends,
+// reads and heads work on Redis Cluster, for users spread over every node
+// and for names holding braces.
+func TestRedisCluster(t *testing.T) {
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("ZC_TEST_REDIS") == "require" {
+				t.Fatalf("%s not on PATH", bin)
+			}
+			t.Skipf("%s not on PATH", bin)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := redisrun.StartCluster(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer cc.Close()
+	s, err := New(Config{Client: cc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := []string{"a{b}", "}x", "{}"}
+	for i := range 30 {
+		users = append(users, fmt.Sprintf("user-%d", i))
+	}
+	var wg sync.WaitGroup
+	for _, u := range users {
+		for i := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Append(ctx, u, 1, []byte{byte(i)}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	heads, err := s.Heads(ctx, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range users {
+		pg, err := s.Read(ctx, u, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pg.Last != 3 || len(pg.Entries) != 3 || heads[i] != (Head{Epoch: pg.Epoch, Last: 3}) {
+			t.Fatalf("%s: %+v, head %+v", u, pg, heads[i])
+		}
 	}
 }

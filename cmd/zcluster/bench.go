@@ -49,13 +49,16 @@ func newBenchCmd(c *cli) *cobra.Command {
   echo       client -> gate -> backend (msgID 4) -> gate -> client
   send       user to user (msgID 2) across two gates; deliveries (100) counted
   broadcast  one sender; msgID 5 fanned out (101) to every session on every gate
+  reliable   as send with the reliable msgID 6 (backend.Deliver: stored in the
+             recipient's Redis inbox, then pushed); receivers resume first and
+             count each offset once, in order
   room       --conns sessions in one room over the gates; one sender's msgID 21
              pushed to the room (121), one relay envelope per gate with members
   idle       memory per idle connection: a gate vs a bare zinx server (--conns,
              default here 9000: client and server share this process's
              open-file limit)
 
-echo, send and broadcast start a cluster in this process (embedded etcd, a
+echo, send, broadcast and reliable start a cluster in this process (embedded etcd, a
 redis-server child or miniredis, gates and im backends running the chat app)
 unless --gates names running gates. --compare direct,echo runs scenarios back
 to back and prints "ratio echo/direct: X".
@@ -74,7 +77,7 @@ The exit status is 1 if any message was lost.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, send, broadcast, room or idle")
+	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, send, broadcast, room, reliable or idle")
 	fs.StringVar(&o.compare, "compare", "", "comma list of scenarios to run back to back, e.g. plain,direct,echo (overrides --scenario)")
 	fs.IntVar(&o.conns, "conns", 50, "client connections (send: sender/receiver pairs; broadcast: sessions)")
 	fs.IntVar(&o.window, "window", 8, "requests in flight per sending connection")
@@ -84,7 +87,7 @@ The exit status is 1 if any message was lost.`,
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before the interval")
 	fs.StringVar(&o.gates, "gates", "", "comma list of running gates' client addresses (default: start a cluster in-process)")
 	fs.StringVar(&o.redis, "redis", "", "with --gates: the Redis whose INFO commandstats to read")
-	fs.IntVar(&o.nGates, "cluster-gates", 0, "gates of the in-process cluster (default 1 for echo, 2 for send and broadcast)")
+	fs.IntVar(&o.nGates, "cluster-gates", 0, "gates of the in-process cluster (default 1 for echo, 2 for send, broadcast and reliable)")
 	fs.IntVar(&o.backends, "backends", 1, "im backends of the in-process cluster")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a pprof CPU profile of the whole invocation to this file")

@@ -6,6 +6,9 @@
 //	echo       client -> gate -> backend (msgID 4) -> gate -> client
 //	send       user to user (msgID 2) across two gates, counting deliveries (100)
 //	broadcast  one sender, msgID 5 fanned out (101) to every session on every gate
+//	reliable   as send, with the reliable msgID 6 (backend.Deliver: stored in the
+//	           recipient's Redis inbox, then pushed); receivers resume first and
+//	           count each offset once, in order
 //	room       every session in one room; one sender's msgID 21 pushed to the
 //	           room (121): one relay envelope per gate, fanned out by the gates
 //
@@ -34,7 +37,7 @@ import (
 )
 
 // Scenarios lists the scenario names in the order they are documented.
-var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "room"}
+var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "room", "reliable"}
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("bench: invalid configuration")
@@ -107,7 +110,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClusterGates == 0 {
 		c.ClusterGates = 1
-		if c.Scenario == "send" || c.Scenario == "broadcast" || c.Scenario == "room" {
+		if c.Scenario == "send" || c.Scenario == "broadcast" || c.Scenario == "room" || c.Scenario == "reliable" {
 			c.ClusterGates = 2
 		}
 	}
@@ -182,6 +185,10 @@ type Result struct {
 	// RedisCPUSecPer100k is the Redis server's CPU (INFO cpu) per 100k
 	// messages; -1 when not measured.
 	RedisCPUSecPer100k float64 `json:"redis_cpu_s_per_100k"`
+	// RedisCallsPerMsg is, for reliable in an in-process cluster, the
+	// backends' Redis round trips for inbox appends per delivered message
+	// (appends are pipelined); -1 otherwise.
+	RedisCallsPerMsg float64 `json:"redis_calls_per_msg"`
 	// RelayPerSent is the relay envelopes the backends sent per request
 	// sent during the measured interval (room: the room pushes, one per
 	// gate with members, plus the forward's done); -1 when not measured.
@@ -203,12 +210,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.validate(); err != nil {
 		return Result{}, err
 	}
-	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1, RelayPerSent: -1}
+	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1, RelayPerSent: -1, RedisCallsPerMsg: -1}
 
 	var addrs []string
 	var redisAddr string
 	var relaySent func() uint64
 	inProcess := true
+	var inboxCalls func() uint64 // in-process cluster: the backends' inbox round trips
 	switch cfg.Scenario {
 	case "direct", "plain":
 		var srv server
@@ -242,6 +250,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 			defer cl.close()
 			addrs, redisAddr, relaySent = cl.gateAddrs(), cl.RedisAddr(), cl.relaySent
+			inboxCalls = cl.inboxCalls
 			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.Gates()), cfg.Backends, cl.redisKind)
 			if cfg.Scenario == "room" {
 				res.Target += ", 1 room backend"
@@ -289,6 +298,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		split.start()
 	}
 	a := snapshot(ctx, all, rdb)
+	if inboxCalls != nil {
+		a.inboxCalls = inboxCalls()
+	}
 	sentA, relayA := sentBy(senders), uint64(0)
 	if relaySent != nil {
 		relayA = relaySent()
@@ -299,6 +311,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	b := snapshot(ctx, all, rdb)
+	if inboxCalls != nil {
+		b.inboxCalls = inboxCalls()
+	}
 	if relaySent != nil {
 		if n := sentBy(senders) - sentA; n > 0 {
 			res.RelayPerSent = float64(relaySent()-relayA) / float64(n)
@@ -324,6 +339,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if inProcess {
 			res.AllocsPerMsg = float64(b.allocs-a.allocs) / msgs
 			res.SyscallsPerMsg = float64(b.syscalls-a.syscalls) / msgs
+		}
+		if cfg.Scenario == "reliable" && inboxCalls != nil {
+			res.RedisCallsPerMsg = float64(b.inboxCalls-a.inboxCalls) / msgs
 		}
 		if a.redisOK && b.redisOK {
 			res.RedisCmdsPerMsg = float64(b.redisCmds-a.redisCmds) / msgs
@@ -392,7 +410,8 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			senders = append(senders, lc)
 		}
 		return senders, nil, 1, nil
-	case "send":
+	case "send", "reliable":
+		reliable := cfg.Scenario == "reliable"
 		for i := range cfg.Conns {
 			to := fmt.Sprintf("r%s-%d", run, i)
 			rc, err := open(addrs[(i+1)%len(addrs)])
@@ -404,12 +423,21 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			if err := rc.login(ctx, to); err != nil {
 				return senders, receivers, 1, err
 			}
+			if reliable {
+				rc.onFrame = reliableFrame
+				if err := rc.resumeFromNow(ctx); err != nil {
+					return senders, receivers, 1, err
+				}
+			}
 			sc, err := open(addrs[i%len(addrs)])
 			if err != nil {
 				return senders, receivers, 1, err
 			}
 			senders = append(senders, sc)
-			sc.build, sc.onFrame = sendBuild(to, max(cfg.Payload, 16)), senderFrame
+			sc.build, sc.onFrame = sendBuild(msgSend, to, max(cfg.Payload, 16)), senderFrame(msgSend)
+			if reliable {
+				sc.build, sc.onFrame = sendBuild(msgReliable, to, max(cfg.Payload, 16)), senderFrame(msgReliable)
+			}
 			if err := sc.login(ctx, fmt.Sprintf("s%s-%d", run, i)); err != nil {
 				return senders, receivers, 1, err
 			}
@@ -478,6 +506,8 @@ type snap struct {
 	redisOK   bool
 	redisCmds uint64
 	redisCPU  float64
+
+	inboxCalls uint64
 }
 
 func snapshot(ctx context.Context, all []*loadConn, rdb *redis.Client) snap {

@@ -100,6 +100,19 @@ func TestSmokeSend(t *testing.T) {
 	}
 }
 
+func TestSmokeReliable(t *testing.T) {
+	r, err := Run(context.Background(), short("reliable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounted(t, r)
+	// At most one round trip per append (two for a batch that met a
+	// Redis without the script loaded yet: EVALSHA, then EVAL).
+	if r.RedisCallsPerMsg <= 0 || r.RedisCallsPerMsg > 2 {
+		t.Fatalf("inbox round trips per delivery %v: want measured, at most one per append", r.RedisCallsPerMsg)
+	}
+}
+
 func TestSmokeBroadcast(t *testing.T) {
 	cfg := short("broadcast")
 	r, err := Run(context.Background(), cfg)

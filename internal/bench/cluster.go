@@ -133,3 +133,13 @@ func (c *cluster) waitReady(ctx context.Context) error {
 }
 
 func (c *cluster) close() { _ = c.Close() }
+
+// inboxCalls sums the backends' Redis round trips for reliable inbox
+// appends.
+func (c *cluster) inboxCalls() uint64 {
+	var n uint64
+	for _, b := range c.Backends() {
+		n += b.InboxStats().RedisCalls
+	}
+	return n
+}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/frame"
 )
 
@@ -24,6 +25,7 @@ const (
 	msgBroadcast   uint32 = 5
 	msgDelivered   uint32 = 100
 	msgBroadcasted uint32 = 101
+	msgReliable    uint32 = 6
 	msgError       uint32 = 65535
 )
 
@@ -52,8 +54,9 @@ type loadConn struct {
 	errs     atomic.Uint64 // error frames or refusals
 
 	clock    *clock
-	h        hist // reader-owned
-	started  bool // the reader runs (and closes readDone when it ends)
+	h        hist   // reader-owned
+	relNext  uint64 // reliable receivers: the next offset expected (reader-owned)
+	started  bool   // the reader runs (and closes readDone when it ends)
 	readDone chan struct{}
 }
 
@@ -339,12 +342,12 @@ func stampOf(p []byte) (int64, bool) {
 	return int64(binary.BigEndian.Uint64(ts[:])), true
 }
 
-// sendBuild builds msgID 2 {"to":to,"text":stamp}.
-func sendBuild(to string, size int) func([]byte, int64) []byte {
+// sendBuild builds msgID (2 or 6) {"to":to,"text":stamp}.
+func sendBuild(msgID uint32, to string, size int) func([]byte, int64) []byte {
 	prefix := []byte(`{"to":"` + to + `","text":"`)
 	return func(b []byte, now int64) []byte {
 		start := len(b)
-		b = binary.BigEndian.AppendUint32(b, msgSend)
+		b = binary.BigEndian.AppendUint32(b, msgID)
 		b = append(b, 0, 0, 0, 0)
 		b = append(b, prefix...)
 		b = textStamp(b, now, size)
@@ -356,17 +359,74 @@ func sendBuild(to string, size int) func([]byte, int64) []byte {
 
 var okTrue = []byte(`"ok":true`)
 
-// senderFrame counts the sender's acknowledgements of msgID 2.
-func senderFrame(lc *loadConn, id uint32, p []byte) {
-	switch id {
-	case msgSend:
-		if !bytes.Contains(p, okTrue) {
+// senderFrame counts the sender's acknowledgements of msgID (2 or 6).
+func senderFrame(msgID uint32) func(*loadConn, uint32, []byte) {
+	return func(lc *loadConn, id uint32, p []byte) {
+		switch id {
+		case msgID:
+			if !bytes.Contains(p, okTrue) {
+				lc.errs.Add(1)
+			}
+			lc.release()
+		case msgError:
 			lc.errs.Add(1)
+			lc.release()
 		}
-		lc.release()
+	}
+}
+
+// resumeFromNow asks for live reliable messages only and waits for the
+// answer, which sets the next offset expected.
+func (lc *loadConn) resumeFromNow(ctx context.Context) error {
+	if d, ok := ctx.Deadline(); ok {
+		_ = lc.nc.SetDeadline(d)
+		defer lc.nc.SetDeadline(time.Time{})
+	}
+	req := inbox.ResumeRequest{Offset: inbox.FromNow}.Append(nil)
+	if _, err := lc.w.Write(frame.Append(nil, inbox.MsgResume, req)); err != nil {
+		return err
+	}
+	if err := lc.w.Flush(); err != nil {
+		return err
+	}
+	var buf []byte
+	for {
+		msgID, p, err := readFrame(lc.r, buf)
+		if err != nil {
+			return fmt.Errorf("bench: resume: %w", err)
+		}
+		buf = p
+		switch msgID {
+		case inbox.MsgResume:
+			a, err := inbox.ParseResumeAnswer(p)
+			if err != nil {
+				return fmt.Errorf("bench: resume: %w", err)
+			}
+			lc.relNext = a.Next
+			return nil
+		case msgError:
+			return fmt.Errorf("bench: resume: %s", p)
+		}
+	}
+}
+
+// reliableFrame counts reliable deliveries: each offset once, in order
+// (a repeated or skipped offset counts as an error).
+func reliableFrame(lc *loadConn, id uint32, p []byte) {
+	switch id {
+	case inbox.MsgMessage:
+		m, err := inbox.ParseMessage(p)
+		if err != nil || m.Offset != lc.relNext {
+			lc.errs.Add(1)
+			return
+		}
+		lc.relNext++
+		if ts, ok := stampOf(m.Payload); ok {
+			lc.latency(ts)
+		}
+		lc.answered.Add(1)
 	case msgError:
 		lc.errs.Add(1)
-		lc.release()
 	}
 }
 

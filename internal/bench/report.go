@@ -18,7 +18,7 @@ type Report struct {
 
 // ratioPairs are the ratios printed when both sides were run, in order.
 var ratioPairs = [][2]string{
-	{"echo", "direct"}, {"echo", "plain"}, {"direct", "plain"}, {"send", "echo"}, {"broadcast", "echo"},
+	{"echo", "direct"}, {"echo", "plain"}, {"direct", "plain"}, {"send", "echo"}, {"broadcast", "echo"}, {"reliable", "send"},
 }
 
 // RunAll runs each scenario of cfg.Scenario's list in turn with the same
@@ -98,6 +98,9 @@ func (r Report) WriteText(w io.Writer) error {
 	}
 	for _, x := range r.Results {
 		fmt.Fprintf(w, "%s: %s\n", x.Scenario, x.Target)
+		if x.RedisCallsPerMsg >= 0 {
+			fmt.Fprintf(w, "%s: %.3f Redis round trips per delivery for inbox appends (pipelined)\n", x.Scenario, x.RedisCallsPerMsg)
+		}
 		if x.RelayPerSent >= 0 {
 			fmt.Fprintf(w, "%s: %.2f relay envelopes from backends per request sent\n", x.Scenario, x.RelayPerSent)
 		}
