@@ -10,6 +10,7 @@
 package gate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -256,6 +257,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.onlineLoop)
 	g.goLoop(g.inboxSweepLoop)
+	g.goLoop(g.connsLoop)
 	return nil
 }
 
@@ -783,7 +785,8 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			g.sendError(c, msgID, "not logged in")
 			return
 		}
-		ctx := &Context{g: g, c: c, msgID: msgID, payload: payload}
+		// The handler owns its payload (zinx reuses the read buffer).
+		ctx := &Context{g: g, c: c, msgID: msgID, payload: bytes.Clone(payload)}
 		if err := safeCall(lh.fn, ctx); err != nil {
 			g.sendError(c, msgID, err.Error())
 		}
