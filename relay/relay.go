@@ -98,6 +98,9 @@ func (c Config) withDefaults() (Config, error) {
 		if err != nil {
 			return c, err
 		}
+		if err := t.checkOwnName(c.NodeID); err != nil {
+			return c, err
+		}
 		c.TLS = t
 	}
 	if c.Listen == "" {
@@ -108,6 +111,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxFrame < maxAuthLen {
 		c.MaxFrame = maxAuthLen
+	}
+	if c.TLS != nil && c.MaxFrame < maxAuthLen+maxProofLen {
+		c.MaxFrame = maxAuthLen + maxProofLen // the Auth carries a certificate proof
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
