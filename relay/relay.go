@@ -560,8 +560,9 @@ func (r *Relay) Stats() Stats {
 	}
 }
 
-// PeerLeaving records that nodeID announced it is shutting down, so the end
-// of the link to it is expected: it is logged at info, not as a failure.
+// PeerLeaving records that nodeID announced it is shutting down (or left
+// etcd), so the end of the link to it is expected: it is logged at debug,
+// not as a failure.
 // OnLinkDown callbacks still run.
 func (r *Relay) PeerLeaving(nodeID string) { r.leaving.Store(nodeID, struct{}{}) }
 
