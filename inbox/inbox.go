@@ -74,7 +74,7 @@ const (
 	// maxBatch is how many appends one pipeline carries.
 	maxBatch = 256
 	// maxPipelines is how many append pipelines may be in flight at once.
-	maxPipelines = 4
+	maxPipelines = 8
 )
 
 // Sentinel errors.
