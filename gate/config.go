@@ -2,7 +2,6 @@ package gate
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"time"
@@ -208,34 +207,19 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// validate reports every problem of c at once, in one error wrapping
+// ErrConfig.
 func (c *Config) validate() error {
-	switch {
-	case c.ID == "":
-		return fmt.Errorf("%w: id is required", ErrConfig)
-	case c.Etcd == nil:
-		return fmt.Errorf("%w: etcd client is required", ErrConfig)
-	case c.Redis == nil:
-		return fmt.Errorf("%w: redis client is required", ErrConfig)
-	case len(c.Secret) == 0 && !c.Insecure:
-		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
-	case c.MaxFrame < 16 || c.MaxFrame > clusternode.MaxClientFrame:
-		return fmt.Errorf("%w: max frame %d out of range [16, 16 MiB]", ErrConfig, c.MaxFrame)
-	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
-		return fmt.Errorf("%w: client TLS needs both a certificate and a key file", ErrConfig)
-	case c.WSPath != "" && c.WSPath[0] != '/':
-		return fmt.Errorf("%w: websocket path %q must start with /", ErrConfig, c.WSPath)
-	case c.MaxInflight < 1:
-		return fmt.Errorf("%w: max inflight %d below 1", ErrConfig, c.MaxInflight)
-	case c.MaxConns < 1:
-		return fmt.Errorf("%w: max conns %d below 1", ErrConfig, c.MaxConns)
-	case c.ClientRate < 0 || math.IsNaN(c.ClientRate) || math.IsInf(c.ClientRate, 0):
-		return fmt.Errorf("%w: client rate %v: want 0 (off) or a positive number of messages per second", ErrConfig, c.ClientRate)
-	case c.ClientBurst < 0:
-		return fmt.Errorf("%w: client burst %d is negative", ErrConfig, c.ClientBurst)
-	case c.SessionTTL < time.Second:
-		return fmt.Errorf("%w: session ttl %v below 1s", ErrConfig, c.SessionTTL)
-	}
-	return nil
+	var p clusternode.Problems
+	clusternode.CheckCommon(&p, c.ID, c.Etcd, c.Redis, c.Secret, c.Insecure, c.TTL, c.SessionTTL)
+	p.Check(c.MaxFrame < 16 || c.MaxFrame > clusternode.MaxClientFrame, "max frame %d out of range [16, 16 MiB]", c.MaxFrame)
+	p.Check((c.TLSCertFile == "") != (c.TLSKeyFile == ""), "client TLS needs both a certificate and a key file")
+	p.Check(c.WSPath != "" && c.WSPath[0] != '/', "websocket path %q must start with /", c.WSPath)
+	p.Check(c.MaxInflight < 1, "max inflight %d below 1", c.MaxInflight)
+	p.Check(c.MaxConns < 1, "max conns %d below 1", c.MaxConns)
+	p.Check(c.ClientRate < 0 || math.IsNaN(c.ClientRate) || math.IsInf(c.ClientRate, 0), "client rate %v: want 0 (off) or a positive number of messages per second", c.ClientRate)
+	p.Check(c.ClientBurst < 0, "client burst %d is negative", c.ClientBurst)
+	return p.Err(ErrConfig)
 }
 
 // Sentinel errors.
@@ -251,4 +235,7 @@ var (
 	ErrAlreadyLoggedIn = errors.New("gate: already logged in")
 	// ErrStopped is returned once the gate is shutting down.
 	ErrStopped = errors.New("gate: stopped")
+	// ErrOffline is returned by Context.Push, PushUser and Kick when the
+	// session or user has no live owner (as backend.ErrOffline).
+	ErrOffline = errors.New("gate: offline")
 )

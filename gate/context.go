@@ -2,10 +2,12 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
 
+	"github.com/zcluster/zcluster/internal/clusternode"
 	"github.com/zcluster/zcluster/session"
 )
 
@@ -29,7 +31,8 @@ func (c *Context) User() string { u, _ := c.c.identity(); return u }
 // MsgID returns the client msgID.
 func (c *Context) MsgID() uint32 { return c.msgID }
 
-// Payload returns the message body; it is only valid during the handler.
+// Payload returns the message body. It belongs to the handler, which may
+// keep or modify it (as on backend.Context).
 func (c *Context) Payload() []byte { return c.payload }
 
 // GateID returns the id of the gate running the handler.
@@ -38,7 +41,8 @@ func (c *Context) GateID() string { return c.g.cfg.ID }
 // Context returns a context cancelled when the gate stops.
 func (c *Context) Context() context.Context { return c.g.ctx }
 
-// Reply writes a frame to this client.
+// Reply writes a frame to this client. payload must not be modified after
+// the call.
 func (c *Context) Reply(msgID uint32, payload []byte) error {
 	return c.c.conn.Send(msgID, payload)
 }
@@ -95,21 +99,31 @@ func CheckUser(user string) error {
 	return nil
 }
 
-// Push sends a frame to a session on whichever gate owns it.
+// Push sends a frame to a session on whichever gate owns it. ErrOffline if
+// the session has no live owner.
 func (c *Context) Push(sid string, msgID uint32, payload []byte) error {
 	if cl := c.g.client(sid); cl != nil {
 		return cl.conn.Send(msgID, payload)
 	}
 	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
 	defer cancel()
-	return c.g.node.Push(ctx, sid, msgID, payload)
+	return mapOffline(c.g.node.Push(ctx, sid, msgID, payload))
 }
 
 // PushUser sends a frame to the session user is logged in with.
+// ErrOffline if the user is not logged in anywhere.
 func (c *Context) PushUser(user string, msgID uint32, payload []byte) error {
 	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
 	defer cancel()
-	return c.g.node.PushUser(ctx, user, msgID, payload)
+	return mapOffline(c.g.node.PushUser(ctx, user, msgID, payload))
+}
+
+// mapOffline makes the cluster's "no live owner" error match ErrOffline.
+func mapOffline(err error) error {
+	if errors.Is(err, clusternode.ErrOffline) {
+		return fmt.Errorf("%w: %v", ErrOffline, err)
+	}
+	return err
 }
 
 // Broadcast sends a frame to every logged-in session on every gate.
@@ -119,10 +133,14 @@ func (c *Context) Broadcast(msgID uint32, payload []byte) error {
 	return c.g.node.Broadcast(ctx, msgID, payload)
 }
 
-// Kick closes a session wherever it lives; the client is told reason first.
+// Kick disconnects a session wherever it lives; the client gets msgID 9
+// with reason first. ErrOffline if the session has no live owner.
 func (c *Context) Kick(sid, reason string) error {
+	if cl := c.g.client(sid); cl != nil {
+		c.g.kickLocal(cl, reason)
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(c.g.ctx, redisTimeout)
 	defer cancel()
-	c.g.kickSession(ctx, sid, reason)
-	return nil
+	return mapOffline(c.g.node.Kick(ctx, sid, reason))
 }

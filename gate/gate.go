@@ -10,6 +10,7 @@
 package gate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,9 @@ type Gate struct {
 	wg       sync.WaitGroup
 	started  atomic.Bool
 	stopping atomic.Bool
+	// refusedReplies counts replies from a node for a request it was not
+	// given (or that is no longer open).
+	refusedReplies atomic.Int64
 	// fullLogged is set while the gate is full and has said so once.
 	fullLogged atomic.Bool
 	// refreshMu orders a session refresh against closed sessions'
@@ -253,6 +257,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.onlineLoop)
 	g.goLoop(g.inboxSweepLoop)
+	g.goLoop(g.connsLoop)
 	return nil
 }
 
@@ -308,6 +313,11 @@ func (g *Gate) LoggedIn() int {
 	}
 	return n
 }
+
+// RefusedReplies returns how many replies the gate dropped because they
+// answered no open request of the sending node and session: late answers
+// to requests that timed out, or a node answering for another.
+func (g *Gate) RefusedReplies() int64 { return g.refusedReplies.Load() }
 
 // Pending returns the number of forwarded requests not answered yet.
 func (g *Gate) Pending() int { return g.pending.len() }
@@ -598,11 +608,21 @@ func (g *Gate) onLinkDown(nodeID string, _ error) {
 func (g *Gate) onEnvelope(env *relay.Envelope) {
 	switch env.Kind {
 	case relay.KindReply:
+		// Only the node a request was forwarded to may answer it, and only
+		// to the session that sent it (Source is the authenticated peer).
+		var ok bool
+		if env.Flags&relay.FlagDone != 0 {
+			_, ok = g.pending.doneFor(env.Seq, env.Source, env.Session)
+		} else {
+			ok = g.pending.answers(env.Seq, env.Source, env.Session)
+		}
+		if !ok {
+			g.refusedReplies.Add(1)
+			g.log.Debug("reply refused: not an open request of that node and session", "from", string(env.Source), "seq", env.Seq)
+			return
+		}
 		if c := g.clientBytes(env.Session); c != nil {
 			g.deliver(c, env.MsgID, env.Payload)
-		}
-		if env.Flags&relay.FlagDone != 0 {
-			g.pending.done(env.Seq, string(env.Source))
 		}
 	case relay.KindDone:
 		r, ok := g.pending.done(env.Seq, string(env.Source))
@@ -765,7 +785,8 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			g.sendError(c, msgID, "not logged in")
 			return
 		}
-		ctx := &Context{g: g, c: c, msgID: msgID, payload: payload}
+		// The handler owns its payload (zinx reuses the read buffer).
+		ctx := &Context{g: g, c: c, msgID: msgID, payload: bytes.Clone(payload)}
 		if err := safeCall(lh.fn, ctx); err != nil {
 			g.sendError(c, msgID, err.Error())
 		}

@@ -129,6 +129,17 @@ func (in *inbound) handshake(msgID uint32, p []byte) {
 		in.refuseHandshake("wrong secret", "claimed_peer", string(a.nodeID))
 		return
 	}
+	if r.cfg.TLS == nil {
+		if len(a.proof) != 0 {
+			in.refuseHandshake("malformed auth", "cause", "trailing bytes (is the peer running relay TLS?)")
+			return
+		}
+	} else if err := verifyProof(a.proof, r.cfg.TLS.roots, in.nonceS, a.nonceC, a.nodeID); err != nil {
+		// The secret is right but the certificate does not back the
+		// claimed node id: a node impersonating another.
+		in.refuseHandshake("node identity not proven", "claimed_peer", string(a.nodeID), "cause", err)
+		return
+	}
 	in.authed = true
 	if in.timer != nil {
 		in.timer.Stop()

@@ -70,8 +70,15 @@ type Config struct {
 	// <group>-1.
 	Groups []string
 
+	// EtcdEndpoints, if set, are used instead of starting an embedded
+	// etcd (e.g. a 3-member cluster the test manages itself).
+	EtcdEndpoints []string
 	// RedisAddr, if set, is used instead of starting a Redis.
 	RedisAddr string
+	// NewRedis, if set, makes each node's Redis client instead of a
+	// client of RedisAddr (e.g. a Redis Cluster client); RedisAddr is then
+	// only reported.
+	NewRedis func() redis.UniversalClient
 	// RequireRedisServer makes New fail rather than fall back to the
 	// in-process miniredis when no redis-server is on PATH. Start sets it
 	// when the environment variable ZC_TEST_REDIS is "require" (as the
@@ -99,7 +106,8 @@ type Config struct {
 // use.
 type Cluster struct {
 	cfg     Config
-	etcd    *embedetcd.Server
+	etcd    *embedetcd.Server // nil when Config.EtcdEndpoints were given
+	etcdEPs []string
 	etcdDir string
 	redis   *redisrun.Server // nil when Config.RedisAddr was given
 	rAddr   string
@@ -142,14 +150,21 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}()
 	sctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
-	if c.etcdDir, err = os.MkdirTemp("", "zctest-etcd-"); err != nil {
-		return nil, fmt.Errorf("etcd data dir: %w", err)
+	if len(cfg.EtcdEndpoints) > 0 {
+		c.etcdEPs = cfg.EtcdEndpoints
+	} else {
+		if c.etcdDir, err = os.MkdirTemp("", "zctest-etcd-"); err != nil {
+			return nil, fmt.Errorf("etcd data dir: %w", err)
+		}
+		if c.etcd, err = embedetcd.Start(sctx, c.etcdDir); err != nil {
+			return nil, fmt.Errorf("embedded etcd: %w", err)
+		}
+		c.etcdEPs = c.etcd.Endpoints()
+		cfg.Out("etcd: embedded, %s", strings.Join(c.etcdEPs, ","))
 	}
-	if c.etcd, err = embedetcd.Start(sctx, c.etcdDir); err != nil {
-		return nil, fmt.Errorf("embedded etcd: %w", err)
-	}
-	cfg.Out("etcd: embedded, %s", strings.Join(c.etcd.Endpoints(), ","))
-	if err := c.startRedis(sctx); err != nil {
+	if cfg.NewRedis != nil {
+		c.rAddr = cfg.RedisAddr
+	} else if err := c.startRedis(sctx); err != nil {
 		return nil, err
 	}
 	for i := range cfg.Gates {
@@ -244,13 +259,18 @@ func collect(opts []NodeOption) nodeOptions {
 // stores, closed by Close.
 func (c *Cluster) Clients() (*clientv3.Client, redis.UniversalClient, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: c.etcd.Endpoints(), DialTimeout: 5 * time.Second,
+		Endpoints: c.etcdEPs, DialTimeout: 5 * time.Second,
 		Logger: zap.NewNop(), DialOptions: registry.DialOptions(),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd client: %w", err)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: c.rAddr})
+	var rdb redis.UniversalClient
+	if c.cfg.NewRedis != nil {
+		rdb = c.cfg.NewRedis()
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: c.rAddr})
+	}
 	c.mu.Lock()
 	c.closers = append(c.closers, func() { _ = rdb.Close(); _ = cli.Close() })
 	c.mu.Unlock()
@@ -363,8 +383,8 @@ func (c *Cluster) Backends() []*backend.Server {
 	return append([]*backend.Server(nil), c.backends...)
 }
 
-// EtcdEndpoints returns the embedded etcd's client URLs.
-func (c *Cluster) EtcdEndpoints() []string { return c.etcd.Endpoints() }
+// EtcdEndpoints returns the etcd client URLs.
+func (c *Cluster) EtcdEndpoints() []string { return append([]string(nil), c.etcdEPs...) }
 
 // RedisAddr returns the Redis address.
 func (c *Cluster) RedisAddr() string { return c.rAddr }

@@ -26,7 +26,7 @@ import (
 	"github.com/zcluster/zcluster/internal/redisrun"
 	"github.com/zcluster/zcluster/internal/testkit"
 	"github.com/zcluster/zcluster/internal/zclient"
-	"github.com/zcluster/zcluster/registry"
+	"github.com/zcluster/zcluster/zctest"
 )
 
 const (
@@ -36,9 +36,13 @@ const (
 
 // cluster is an in-process test cluster: one embedded etcd, one Redis, and
 // any number of gates and backends, each with its own etcd and Redis
-// clients as separate processes would have.
+// clients as separate processes would have. The nodes are built by the
+// public test kit (zctest); this keeps the helpers the e2e tests share
+// (startGate, startBackend, clients, the maps of nodes by id) and owns the
+// etcd, which fault tests stop and restart.
 type cluster struct {
 	t         *testing.T
+	kit       *zctest.Cluster
 	etcd      *embedetcd.Server
 	redisAddr string
 	secret    []byte
@@ -74,8 +78,16 @@ func newClusterOn(t *testing.T, redisAddr string) *cluster {
 		t.Fatalf("embedded etcd: %v", err)
 	}
 	t.Cleanup(e.Close)
+	kit, err := zctest.New(ctx, zctest.Config{
+		EtcdEndpoints: e.Endpoints(), RedisAddr: redisAddr,
+		Secret: []byte("e2e-secret"), TTL: testTTL, SessionTTL: testSessionTTL,
+	})
+	if err != nil {
+		t.Fatalf("zctest: %v", err)
+	}
 	c := &cluster{
 		t:         t,
+		kit:       kit,
 		etcd:      e,
 		redisAddr: redisAddr,
 		secret:    []byte("e2e-secret"),
@@ -89,38 +101,31 @@ func newClusterOn(t *testing.T, redisAddr string) *cluster {
 
 func (c *cluster) clients() (*clientv3.Client, redis.UniversalClient) {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: nopZap(), DialOptions: registry.DialOptions()})
+	cli, rdb, err := c.kit.Clients()
 	if err != nil {
-		c.t.Fatalf("etcd client: %v", err)
+		c.t.Fatal(err)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr})
-	c.mu.Lock()
-	c.closers = append(c.closers, func() { _ = rdb.Close(); _ = cli.Close() })
-	c.mu.Unlock()
 	return cli, rdb
 }
 
 // startGate starts a gate running the chat app (plus extra setup).
 func (c *cluster) startGate(id string, setup ...func(*gate.Gate)) *gate.Gate {
 	c.t.Helper()
-	cli, rdb := c.clients()
-	g, err := gate.New(gate.Config{
-		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret,
-		TTL: testTTL, SessionTTL: testSessionTTL, RequestTimeout: 3 * time.Second,
-		Logger: c.log, InboxMax: c.inboxMax,
-	})
-	if err != nil {
-		c.t.Fatalf("gate %s: %v", id, err)
-	}
-	chat.SetupGate(g)
-	for _, s := range setup {
-		s(g)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := g.Start(ctx); err != nil {
-		c.t.Fatalf("gate %s start: %v", id, err)
+	g, err := c.kit.StartGate(ctx, id, zctest.WithoutApp(),
+		zctest.GateConfig(func(cfg *gate.Config) {
+			cfg.RequestTimeout, cfg.Logger, cfg.InboxMax = 3*time.Second, c.log, c.inboxMax
+		}),
+		zctest.GateSetup(func(g *gate.Gate) error {
+			chat.SetupGate(g)
+			for _, s := range setup {
+				s(g)
+			}
+			return nil
+		}))
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	c.mu.Lock()
 	c.gates[id] = g
@@ -131,28 +136,23 @@ func (c *cluster) startGate(id string, setup ...func(*gate.Gate)) *gate.Gate {
 // startBackend starts a backend of group; with no setup it runs the chat app.
 func (c *cluster) startBackend(id, group string, setup ...func(*backend.Server)) *backend.Server {
 	c.t.Helper()
-	cli, rdb := c.clients()
-	b, err := backend.New(backend.Config{
-		ID: id, Group: group, RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret,
-		TTL: testTTL, SessionTTL: testSessionTTL, CallTimeout: 3 * time.Second,
-		Logger: c.log, InboxMax: c.inboxMax,
-	})
-	if err != nil {
-		c.t.Fatalf("backend %s: %v", id, err)
-	}
-	if len(setup) == 0 {
-		if err := chat.SetupBackend(b); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-	for _, s := range setup {
-		s(b)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		c.t.Fatalf("backend %s start: %v", id, err)
+	b, err := c.kit.StartBackend(ctx, id, group, zctest.WithoutApp(),
+		zctest.BackendConfig(func(cfg *backend.Config) {
+			cfg.CallTimeout, cfg.Logger, cfg.InboxMax = 3*time.Second, c.log, c.inboxMax
+		}),
+		zctest.BackendSetup(func(b *backend.Server) error {
+			if len(setup) == 0 {
+				return chat.SetupBackend(b)
+			}
+			for _, s := range setup {
+				s(b)
+			}
+			return nil
+		}))
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	c.mu.Lock()
 	c.backends[id] = b
@@ -173,6 +173,9 @@ func (c *cluster) stopAll() {
 	}
 	for _, fn := range c.closers {
 		fn()
+	}
+	if err := c.kit.Close(); err != nil {
+		c.t.Errorf("zctest: %v", err)
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/examples/chat"
@@ -23,6 +22,7 @@ import (
 	"github.com/zcluster/zcluster/internal/redisrun"
 	"github.com/zcluster/zcluster/internal/testkit"
 	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/zctest"
 )
 
 const (
@@ -47,6 +47,7 @@ func needScale(t *testing.T) {
 // separate processes would have.
 type harness struct {
 	t        *testing.T
+	kit      *zctest.Cluster // builds the nodes
 	etcd     []string
 	newRedis func() redis.UniversalClient
 	log      *slog.Logger
@@ -58,8 +59,18 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, etcdEndpoints []string, newRedis func() redis.UniversalClient) *harness {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kit, err := zctest.New(ctx, zctest.Config{
+		EtcdEndpoints: etcdEndpoints, NewRedis: newRedis,
+		Secret: []byte(testSecret), TTL: testTTL, SessionTTL: testSessionTTL,
+	})
+	if err != nil {
+		t.Fatalf("zctest: %v", err)
+	}
 	h := &harness{
 		t:        t,
+		kit:      kit,
 		etcd:     etcdEndpoints,
 		newRedis: newRedis,
 		log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -77,35 +88,23 @@ func singleRedis(addr string) func() redis.UniversalClient {
 
 func (h *harness) clients() (*clientv3.Client, redis.UniversalClient) {
 	h.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: h.etcd, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, rdb, err := h.kit.Clients()
 	if err != nil {
-		h.t.Fatalf("etcd client: %v", err)
+		h.t.Fatal(err)
 	}
-	rdb := h.newRedis()
-	h.mu.Lock()
-	h.closers = append(h.closers, func() { _ = rdb.Close(); _ = cli.Close() })
-	h.mu.Unlock()
 	return cli, rdb
 }
 
 // startGate starts a gate running the chat app.
 func (h *harness) startGate(id string) *gate.Gate {
 	h.t.Helper()
-	cli, rdb := h.clients()
-	g, err := gate.New(gate.Config{
-		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: []byte(testSecret),
-		TTL: testTTL, SessionTTL: testSessionTTL, RequestTimeout: 5 * time.Second,
-		Logger: h.log,
-	})
-	if err != nil {
-		h.t.Fatalf("gate %s: %v", id, err)
-	}
-	chat.SetupGate(g)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := g.Start(ctx); err != nil {
-		h.t.Fatalf("gate %s start: %v", id, err)
+	g, err := h.kit.StartGate(ctx, id, zctest.WithoutApp(),
+		zctest.GateConfig(func(cfg *gate.Config) { cfg.RequestTimeout, cfg.Logger = 5*time.Second, h.log }),
+		zctest.GateSetup(func(g *gate.Gate) error { chat.SetupGate(g); return nil }))
+	if err != nil {
+		h.t.Fatal(err)
 	}
 	h.mu.Lock()
 	h.gates[id] = g
@@ -116,28 +115,21 @@ func (h *harness) startGate(id string) *gate.Gate {
 // startBackend starts a backend of group; with no setup it runs the chat app.
 func (h *harness) startBackend(id, group string, setup ...func(*backend.Server)) *backend.Server {
 	h.t.Helper()
-	cli, rdb := h.clients()
-	b, err := backend.New(backend.Config{
-		ID: id, Group: group, RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: []byte(testSecret),
-		TTL: testTTL, SessionTTL: testSessionTTL, CallTimeout: 5 * time.Second,
-		Logger: h.log,
-	})
-	if err != nil {
-		h.t.Fatalf("backend %s: %v", id, err)
-	}
-	if len(setup) == 0 {
-		if err := chat.SetupBackend(b); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-	for _, s := range setup {
-		s(b)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		h.t.Fatalf("backend %s start: %v", id, err)
+	b, err := h.kit.StartBackend(ctx, id, group, zctest.WithoutApp(),
+		zctest.BackendConfig(func(cfg *backend.Config) { cfg.CallTimeout, cfg.Logger = 5*time.Second, h.log }),
+		zctest.BackendSetup(func(b *backend.Server) error {
+			if len(setup) == 0 {
+				return chat.SetupBackend(b)
+			}
+			for _, s := range setup {
+				s(b)
+			}
+			return nil
+		}))
+	if err != nil {
+		h.t.Fatal(err)
 	}
 	h.mu.Lock()
 	h.backends[id] = b
@@ -174,6 +166,9 @@ func (h *harness) stopAll() {
 	wg.Wait()
 	for _, fn := range h.closers {
 		fn()
+	}
+	if err := h.kit.Close(); err != nil {
+		h.t.Errorf("zctest: %v", err)
 	}
 }
 
