@@ -8,6 +8,10 @@ import (
 	"github.com/zcluster/zcluster/internal/zinxkit"
 )
 
+// refuseFlush bounds how long a refused connection's queued Challenge may
+// take to be written before the connection is closed.
+const refuseFlush = 200 * time.Millisecond
+
 // serverHandler runs the listener side of every inbound link.
 type serverHandler struct{ r *Relay }
 
@@ -166,6 +170,10 @@ func (in *inbound) refuseHandshake(reason string, args ...any) {
 	in.refused = true
 	in.r.stats.hsFail.Add(1)
 	in.r.log.Warn("handshake refused", append([]any{"reason", reason, "remote", in.conn.RemoteAddr()}, args...)...)
+	// The Challenge may still be queued (a loaded machine): let it out, so
+	// the peer sees what it reached (a client pointed at a relay port is
+	// told so) rather than a bare close.
+	_ = in.conn.Flush(refuseFlush)
 	in.conn.Close()
 }
 
