@@ -187,7 +187,7 @@ func (r *Relay) connect(id, addr string) (net.Conn, error) {
 	stop := context.AfterFunc(r.ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	sc, err := r.secure(conn, addr) // TLS, when on, wraps conn
 	if err == nil {
-		err = clientHandshake(sc, r.secret, r.nodeID, []byte(id))
+		err = clientHandshake(sc, r.secret, r.nodeID, []byte(id), r.cfg.TLS)
 	}
 	if !stop() && err == nil {
 		err = r.ctx.Err()
