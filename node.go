@@ -76,6 +76,8 @@ type nodeFlags struct {
 	idleTimeout  time.Duration
 	maxConns     int
 	clientRate   float64
+	// backend only: dispatch bounds (backend.Config)
+	workers, sessionQueue, sessionQueueBytes, queueBytes, maxCalls int
 	// TLS (docs/security.md)
 	tlsCert, tlsKey    string // gate only: client listener
 	wsListen           string // gate only
@@ -117,6 +119,11 @@ func bindNodeFlags(fs *pflag.FlagSet, f *nodeFlags, kind nodeKind) {
 		fs.StringVar(&f.id, "id", "", "node id, unique in the cluster (default <group>-<hostname>-<4 random hex>, new at every start)")
 		fs.StringVar(&f.group, "group", "", "backend group this node serves, e.g. im or echo (required)")
 		fs.StringVar(&f.relay, "relay", bd.RelayListen, "relay address gates and other backends connect to, host:port")
+		fs.IntVar(&f.workers, "workers", bd.Workers, "client messages handled at once; one session's messages run in order, one at a time")
+		fs.IntVar(&f.sessionQueue, "session-queue", bd.QueueLen, "messages one session may have waiting or running; past it the client gets a \"busy\" error frame")
+		fs.IntVar(&f.sessionQueueBytes, "session-queue-bytes", bd.SessionQueueBytes, "payload bytes one session may have waiting or running (\"busy\" past it)")
+		fs.IntVar(&f.queueBytes, "queue-bytes", bd.QueueBytes, "payload bytes all sessions together may have waiting or running (\"busy\" past it)")
+		fs.IntVar(&f.maxCalls, "max-calls", bd.MaxCalls, "Call handlers run at once; past it a Call fails at once with \"busy\"")
 	}
 	fs.StringVar(&f.advertise, "advertise", "", "host other nodes dial to reach this node (default: the listen host, or the first non-loopback address if that is a wildcard)")
 	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma list (http:// is added when no scheme is given)")
@@ -170,6 +177,16 @@ func (f *nodeFlags) check(kind nodeKind) error {
 	}
 	if f.sessionTTL < time.Second {
 		return fmt.Errorf("--session-ttl %v: must be at least 1s", f.sessionTTL)
+	}
+	if kind == kindBackend {
+		for _, v := range []struct {
+			name string
+			n    int
+		}{{"workers", f.workers}, {"session-queue", f.sessionQueue}, {"session-queue-bytes", f.sessionQueueBytes}, {"queue-bytes", f.queueBytes}, {"max-calls", f.maxCalls}} {
+			if v.n < 1 {
+				return fmt.Errorf("--%s %d: must be at least 1", v.name, v.n)
+			}
+		}
 	}
 	if f.inboxMax < 1 {
 		return fmt.Errorf("--inbox-max %d: must be at least 1", f.inboxMax)
@@ -398,6 +415,12 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		Observer:    obs,
 		InboxMax:    f.inboxMax,
 		InboxTTL:    f.inboxTTL,
+
+		Workers:           f.workers,
+		QueueLen:          f.sessionQueue,
+		SessionQueueBytes: f.sessionQueueBytes,
+		QueueBytes:        f.queueBytes,
+		MaxCalls:          f.maxCalls,
 	})
 	if err != nil {
 		return err

@@ -58,7 +58,9 @@ func newTopCmd(c *cli) *cobra.Command {
 		Long: `top reads etcd and Redis directly (no node needs to answer) and prints one
 row per registered node: group, node id, kind, relay and client address,
 the routes it serves (msgID and name), the sessions each gate owns in Redis,
-the seconds left on its etcd lease, its version and uptime. --watch
+its open client connections by transport (tcp, ws, kcp; published by the
+gate every few seconds), the seconds left on its etcd lease, its version
+and uptime. --watch
 refreshes in place; -o json prints the same data for scripts.`,
 		Example: `  zcluster top --etcd 127.0.0.1:2379 --redis 127.0.0.1:6379
   zcluster top --watch --interval 1s

@@ -17,12 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
@@ -44,7 +45,7 @@ type handler struct {
 	callOnly bool
 }
 
-// task is one message queued for a worker; it owns its memory.
+// task is one message as its handler sees it.
 type task struct {
 	kind    relay.Kind
 	source  string
@@ -62,24 +63,50 @@ type Server struct {
 
 	handlers map[uint32]handler
 
+	regErrs []string // bad Handle/HandleCall registrations, reported by Start
+
 	closedHooks []SessionClosedFunc
 	sessions    sessionTable
 
-	node    *clusternode.Node
-	workers []chan *task
+	node    *clusternode.Node // set by Start before live
+	disp    *dispatcher       // client messages; exists from New on
 	calls   *callTable
 	callSeq atomic.Uint64
 
-	inflight atomic.Int64
-	lastMsg  atomic.Int64 // unix nanos of the last received message
+	inflight     atomic.Int64 // messages accepted and not finished
+	callsRunning atomic.Int64 // Call handlers running or waiting for Start
+	refused      atomic.Int64 // messages answered busy
+	lastMsg      atomic.Int64 // unix nanos of the last received message
+	live         atomic.Bool  // node is set: replies can be sent
+
+	// startMu orders goroutine launches from the relay's reader (Calls,
+	// background sends) with Start (which launches the early ones) and
+	// Shutdown (after stopping is set nothing is launched, so wg.Wait is
+	// safe).
+	startMu       sync.Mutex
+	stopping      bool
+	early         []task // Calls that arrived before Start had the node
+	inflightSends int    // background sends running (sendNoWait)
+
+	busySession, busyNode, busyCalls, stoppingText []byte // error texts
 
 	ctx      context.Context
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	noWait   context.Context // always cancelled: Send that never waits for a dial
+	wg       sync.WaitGroup  // workers, Call handlers, the sweeper, background sends
 	started  atomic.Bool
 	stopOnce sync.Once
+	stopErr  error
 	done     chan struct{}
 }
+
+// maxBackgroundSends bounds the error answers the relay's reader hands to
+// a goroutine because the link they go on is still dialing.
+const maxBackgroundSends = 256
+
+// sweepEvery is how often the session queues idle since the previous sweep
+// are forgotten.
+const sweepEvery = 10 * time.Second
 
 // New validates cfg and returns a backend that is not started yet.
 func New(cfg Config) (*Server, error) {
@@ -88,49 +115,84 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	noWait, stop := context.WithCancel(context.Background())
+	stop()
 	return &Server{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.ID),
 		handlers: make(map[uint32]handler),
+		disp:     newDispatcher(cfg.QueueLen, cfg.SessionQueueBytes, cfg.QueueBytes),
 		calls:    newCallTable(),
-		ctx:      ctx,
-		cancel:   cancel,
-		done:     make(chan struct{}),
+		busySession: fmt.Appendf(nil, "busy: node %s: this session already has %d messages or %d bytes waiting",
+			cfg.ID, cfg.QueueLen, cfg.SessionQueueBytes),
+		busyNode:     fmt.Appendf(nil, "busy: node %s: %d bytes of messages waiting", cfg.ID, cfg.QueueBytes),
+		busyCalls:    fmt.Appendf(nil, "busy: node %s already runs %d calls", cfg.ID, cfg.MaxCalls),
+		stoppingText: fmt.Appendf(nil, "node %s is stopping", cfg.ID),
+		ctx:          ctx,
+		cancel:       cancel,
+		noWait:       noWait,
+		done:         make(chan struct{}),
 	}, nil
 }
 
 // Handle registers fn for client messages with msgID; the route (msgID ->
 // this group, with name) is published in etcd. Call before Start.
+//
+// A registration the framework cannot honour is not dropped in silence:
+// a reserved msgID (protocol.Reserved: 9 and 65532-65535), a msgID already
+// registered on this node (by Handle or HandleCall), or a nil fn is
+// remembered, and Start fails with ErrConfig listing every such
+// registration, so one run shows them all. Registering after Start is a
+// programming error with no Start left to report it: it panics.
 func (s *Server) Handle(msgID uint32, name string, fn HandlerFunc, opts ...HandleOption) {
-	s.mustNotBeStarted()
 	r := registry.Route{MsgID: msgID, Group: s.cfg.Group, Name: name}
 	for _, o := range opts {
 		o(&r)
 	}
-	s.handlers[msgID] = handler{route: r, fn: fn}
+	s.register(handler{route: r, fn: fn})
 }
 
 // HandleCall registers fn for msgID as reachable only through Context.Call
-// from other backends; clients cannot send it. Call before Start.
+// from other backends; clients cannot send it. Call before Start. Bad
+// registrations are reported as for Handle.
 func (s *Server) HandleCall(msgID uint32, name string, fn HandlerFunc) {
+	s.register(handler{route: registry.Route{MsgID: msgID, Group: s.cfg.Group, Name: name}, fn: fn, callOnly: true})
+}
+
+func (s *Server) register(h handler) {
 	s.mustNotBeStarted()
-	s.handlers[msgID] = handler{route: registry.Route{MsgID: msgID, Group: s.cfg.Group, Name: name}, fn: fn, callOnly: true}
+	id, name := h.route.MsgID, h.route.Name
+	switch prev, dup := s.handlers[id]; {
+	case protocol.Reserved(id):
+		s.regErrs = append(s.regErrs, fmt.Sprintf("msgID %d (%q) is reserved by the framework", id, name))
+	case dup:
+		s.regErrs = append(s.regErrs, fmt.Sprintf("msgID %d (%q) is already registered as %q", id, name, prev.route.Name))
+	case h.fn == nil:
+		s.regErrs = append(s.regErrs, fmt.Sprintf("msgID %d (%q) has a nil handler", id, name))
+	default:
+		s.handlers[id] = h
+	}
 }
 
 func (s *Server) mustNotBeStarted() {
 	if s.started.Load() {
-		panic("backend: handlers must be registered before Start")
+		panic("backend: handlers and hooks must be registered before Start")
 	}
 }
 
 // Start joins the cluster: topology watch, relay, workers, then the etcd
 // registration that makes gates route to this node.
+//
+// Messages that reach the relay before the node is fully up wait in their
+// queues (within the same bounds) and run once it is.
 func (s *Server) Start(ctx context.Context) error {
+	if len(s.regErrs) > 0 {
+		return fmt.Errorf("%w: backend %s: %d bad handler registrations: %s", ErrConfig, s.cfg.ID, len(s.regErrs), strings.Join(s.regErrs, "; "))
+	}
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("backend: already started")
 	}
-	var err error
-	s.node, err = clusternode.Start(ctx, clusternode.Config{
+	node, err := clusternode.Start(ctx, clusternode.Config{
 		ID: s.cfg.ID, Group: s.cfg.Group, Kind: registry.KindBackend,
 		RelayListen: s.cfg.RelayListen, Advertise: s.cfg.Advertise,
 		Etcd: s.cfg.Etcd, Redis: s.cfg.Redis, Secret: s.cfg.Secret, Insecure: s.cfg.Insecure,
@@ -142,6 +204,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.cfg.ID, err)
 	}
+	s.node = node
+	s.live.Store(true)
 	s.node.Relay.OnLinkDown(func(node string, _ error) { s.calls.failNode(node) })
 	s.node.OnGateGone(s.gateGone)
 	s.wg.Add(1)
@@ -149,13 +213,20 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.sweepSessions()
 	}()
-	s.workers = make([]chan *task, s.cfg.Workers)
-	for i := range s.workers {
-		ch := make(chan *task, s.cfg.QueueLen)
-		s.workers[i] = ch
+	for range s.cfg.Workers {
 		s.wg.Add(1)
-		go s.work(ch)
+		go s.work()
 	}
+	s.disp.start()
+	s.wg.Add(1)
+	go s.sweep()
+	s.startMu.Lock()
+	early := s.early
+	s.early = nil
+	for _, t := range early {
+		s.goCall(t)
+	}
+	s.startMu.Unlock()
 	var routes []registry.Route
 	for _, h := range s.handlers {
 		if !h.callOnly {
@@ -163,7 +234,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if err := s.node.Register(ctx, "", routes); err != nil {
+		s.stopLaunching()
 		s.cancel()
+		s.disp.close()
 		s.wg.Wait()
 		s.node.Close(ctx)
 		return err
@@ -198,6 +271,11 @@ func (s *Server) RelayPeers() []string { return s.node.Relay.Peers() }
 // Queued returns the number of messages received and not yet handled.
 func (s *Server) Queued() int64 { return s.inflight.Load() }
 
+// Refused returns how many messages were answered "busy" because their
+// session's queue, the node's queued bytes or its Calls were at their
+// limit (Config.QueueLen, SessionQueueBytes, QueueBytes, MaxCalls).
+func (s *Server) Refused() int64 { return s.refused.Load() }
+
 // SessionStats returns the session directory's counters.
 func (s *Server) SessionStats() session.Stats { return s.node.Sessions.Stats() }
 
@@ -209,13 +287,21 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Shutdown leaves etcd first (gates stop routing here at once), keeps
 // serving what is still arriving until it has been quiet for DrainQuiet
-// (at most DrainTimeout), finishes queued messages, then stops. Safe to call
-// twice; ctx bounds the whole.
+// (at most DrainTimeout), answers what is still queued with a "stopping"
+// error, waits for the handlers that are running, then stops.
+//
+// ctx bounds the whole: when it ends first (a handler does not return),
+// Shutdown stops waiting, closes the node anyway and returns an error
+// wrapping ctx.Err(); the stuck handlers' goroutines are left to end on
+// their own (their Context's context is cancelled, their sends fail). Safe
+// to call twice; the second call returns the first one's result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		defer close(s.done)
 		if s.node == nil {
+			s.stopLaunching()
 			s.cancel()
+			s.disp.close()
 			return
 		}
 		if err := s.node.Deregister(ctx); err != nil {
@@ -225,13 +311,50 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// late etcd's watch reaches them.
 		s.node.AnnounceLeaving(ctx)
 		s.drain(ctx)
+		s.stopLaunching()
 		s.cancel()
-		s.wg.Wait()
+		left := s.disp.close()
+		if len(left) > 0 {
+			s.log.Warn("stopping with messages still queued; answering them with an error", "queued", len(left))
+		}
+		for _, m := range left {
+			// s.ctx is cancelled: these never wait for a dial.
+			_ = s.send(m.source, &relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, Seq: m.seq, MsgID: m.msgID, Session: []byte(m.session), Payload: s.stoppingText})
+			s.inflight.Add(-1)
+		}
+		if err := s.waitHandlers(ctx); err != nil {
+			s.stopErr = err
+		}
 		s.stopHooks(ctx)
 		s.node.Close(ctx)
 		s.log.Info("backend stopped")
 	})
-	return nil
+	return s.stopErr
+}
+
+// stopLaunching makes the relay's reader refuse new Calls ("stopping") and
+// start no goroutine any more, so s.wg can be waited for.
+func (s *Server) stopLaunching() {
+	s.startMu.Lock()
+	s.stopping = true
+	s.startMu.Unlock()
+}
+
+// waitHandlers waits for the worker and Call goroutines, or for ctx.
+func (s *Server) waitHandlers(ctx context.Context) error {
+	finished := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		n := s.inflight.Load()
+		s.log.Warn("shutdown gave up waiting for running handlers", "running", n, "cause", ctx.Err())
+		return fmt.Errorf("backend %s: shutdown: %d handlers still running: %w", s.cfg.ID, n, ctx.Err())
+	}
 }
 
 func (s *Server) drain(ctx context.Context) {
@@ -244,62 +367,65 @@ func (s *Server) drain(ctx context.Context) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := s.inflight.Load(); n > 0 {
-		s.log.Warn("drain timed out; dropping queued messages", "queued", n)
+}
+
+// work is one worker: it runs one message of a ready session at a time.
+func (s *Server) work() {
+	defer s.wg.Done()
+	for {
+		q, it, ok := s.disp.next()
+		if !ok {
+			return
+		}
+		if q.key != "" && s.trackOn() {
+			s.track(relay.KindForward, q.key, it.user, it.source)
+		}
+		s.run(&Context{s: s, t: task{kind: relay.KindForward, source: it.source, seq: it.seq,
+			msgID: it.msgID, session: q.key, user: it.user, payload: it.payload}})
+		s.disp.done(q, it)
+		s.inflight.Add(-1)
 	}
 }
 
-func (s *Server) work(ch chan *task) {
+// sweep forgets idle session queues now and then.
+func (s *Server) sweep() {
 	defer s.wg.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case t := <-ch:
-			s.run(t)
-			s.inflight.Add(-1)
+		case <-t.C:
+			s.disp.sweep()
 		}
 	}
 }
 
-// onEnvelope runs on a relay link's reader goroutine. A queued message
-// costs two allocations: the task, and one buffer holding its source,
-// session, user and payload (the strings view the buffer's first bytes,
-// which nothing writes; the payload is the rest, capped so appends cannot
-// reach them).
+// onEnvelope runs on a relay link's reader goroutine, so it never blocks:
+// a client message is queued on its session (or refused busy at once), a
+// Call gets a goroutine of its own (or is refused busy at once), a Call's
+// answer wakes its caller.
 func (s *Server) onEnvelope(env *relay.Envelope) {
 	s.lastMsg.Store(time.Now().UnixNano())
 	switch env.Kind {
-	case relay.KindForward, relay.KindCall:
-		src, ns, nu := len(env.Source), len(env.Session), len(env.User)
-		head := src + ns + nu
-		buf := make([]byte, 0, head+len(env.Payload))
-		buf = append(append(append(append(buf, env.Source...), env.Session...), env.User...), env.Payload...)
-		t := &task{
-			kind:    env.Kind,
-			source:  bytesString(buf[:src]),
-			seq:     env.Seq,
-			msgID:   env.MsgID,
-			session: bytesString(buf[src : src+ns]),
-			user:    bytesString(buf[src+ns : head]),
-			payload: buf[head:len(buf):len(buf)],
-		}
-		if len(env.Payload) == 0 {
-			t.payload = nil
-		}
-		if t.session != "" && s.trackOn() {
-			s.track(t.kind, t.session, t.user, t.source)
-		}
+	case relay.KindForward:
 		s.inflight.Add(1)
-		ch := s.workers[s.shard(env.Session, env.Seq)]
-		select {
-		case ch <- t:
-		case <-s.ctx.Done():
-			// Arrived after the drain: answer, never drop in silence.
-			s.inflight.Add(-1)
-			s.log.Warn("message arrived after the drain", "from", t.source, "msg_id", t.msgID)
-			(&Context{s: s, t: t}).finish(fmt.Errorf("node %s is stopping", s.cfg.ID))
+		var text []byte
+		switch s.disp.enqueue(env.Source, env.Session, env.User, env.Seq, env.MsgID, env.Payload) {
+		case accepted:
+			return
+		case busySession:
+			text = s.busySession
+		case busyNode:
+			text = s.busyNode
+		case busyStopping:
+			text = s.stoppingText
 		}
+		s.inflight.Add(-1)
+		s.refuse(env, text)
+	case relay.KindCall:
+		s.onCall(env)
 	case relay.KindCallReply:
 		s.calls.resolve(env.Seq, string(env.Source), env.Payload, env.Flags&relay.FlagError != 0)
 	case relay.KindSessionClosed:
@@ -309,32 +435,104 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 	}
 }
 
-// bytesString returns b as a string without copying; b must never be
-// written afterwards.
-func bytesString(b []byte) string {
-	if len(b) == 0 {
-		return ""
+// onCall starts a Call's handler on a goroutine of its own, never behind
+// a queue: the caller may be a handler of this very node (a Call into its
+// own group, or a cycle back to it) waiting for the answer, so the Call
+// must not wait for anything that caller holds. MaxCalls bounds them.
+func (s *Server) onCall(env *relay.Envelope) {
+	if s.callsRunning.Add(1) > int64(s.cfg.MaxCalls) {
+		s.callsRunning.Add(-1)
+		s.refuse(env, s.busyCalls)
+		return
 	}
-	return unsafe.String(&b[0], len(b))
+	s.inflight.Add(1)
+	buf := make([]byte, 0, len(env.Source)+len(env.Session)+len(env.User))
+	buf = append(append(append(buf, env.Source...), env.Session...), env.User...)
+	src, ns := len(env.Source), len(env.Session)
+	t := task{kind: relay.KindCall, source: string(buf[:src]), seq: env.Seq, msgID: env.MsgID,
+		session: string(buf[src : src+ns]), user: string(buf[src+ns:])}
+	if len(env.Payload) > 0 {
+		t.payload = append([]byte(nil), env.Payload...)
+	}
+	if t.session != "" && s.trackOn() {
+		s.track(t.kind, t.session, t.user, t.source)
+	}
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	switch {
+	case s.stopping:
+		s.callsRunning.Add(-1)
+		s.inflight.Add(-1)
+		s.refuse(env, s.stoppingText)
+	case !s.live.Load():
+		s.early = append(s.early, t)
+	default:
+		s.goCall(t)
+	}
 }
 
-// shard picks the worker of a session (FNV-1a, inline: no allocation), so
-// one session's messages run in order; messages without one spread by seq.
-func (s *Server) shard(session []byte, seq uint64) int {
-	if len(session) == 0 {
-		return int(seq % uint64(len(s.workers)))
-	}
-	h := uint32(2166136261)
-	for _, b := range session {
-		h ^= uint32(b)
-		h *= 16777619
-	}
-	return int(h % uint32(len(s.workers)))
+// goCall runs a Call's handler on its own goroutine. Called with startMu.
+func (s *Server) goCall(t task) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.run(&Context{s: s, t: t})
+		s.inflight.Add(-1)
+		s.callsRunning.Add(-1)
+	}()
 }
 
-func (s *Server) run(t *task) {
+// refuse answers env (a client message or a Call) with an error at once,
+// from the relay's reader: it never waits for a dial.
+func (s *Server) refuse(env *relay.Envelope, text []byte) {
+	s.refused.Add(1)
+	out := relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, Seq: env.Seq, MsgID: env.MsgID, Session: env.Session, Payload: text}
+	if env.Kind == relay.KindCall {
+		out = relay.Envelope{Kind: relay.KindCallReply, Flags: relay.FlagError, Seq: env.Seq, Payload: text}
+	}
+	s.sendNoWait(string(env.Source), &out)
+}
+
+// sendNoWait sends env from the relay's reader: at once if the link to the
+// node is up, else (it is dialing) from a goroutine of its own, at most
+// maxBackgroundSends at a time.
+func (s *Server) sendNoWait(to string, env *relay.Envelope) {
+	if !s.live.Load() {
+		// Before Start has the node: the gate's request timeout answers.
+		s.log.Warn("cannot answer a refused message before the node is up", "to", to, "msg_id", env.MsgID)
+		return
+	}
+	err := s.node.Relay.Send(s.noWait, to, env)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		if err != nil {
+			s.log.Debug("relay send failed", "to", to, "kind", env.Kind, "cause", err)
+		}
+		return
+	}
+	cp := *env
+	cp.Session = append([]byte(nil), env.Session...)
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if s.stopping || s.inflightSends >= maxBackgroundSends {
+		s.log.Warn("dropping an error answer: its link is not up", "to", to, "msg_id", env.MsgID)
+		return
+	}
+	s.inflightSends++
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := s.timeoutCtx()
+		_ = s.send2(ctx, to, &cp)
+		cancel()
+		s.startMu.Lock()
+		s.inflightSends--
+		s.startMu.Unlock()
+	}()
+}
+
+func (s *Server) run(c *Context) {
 	start := time.Now()
-	c := &Context{s: s, t: t}
+	t := &c.t
 	h, ok := s.handlers[t.msgID]
 	var err error
 	switch {
@@ -361,7 +559,16 @@ func (s *Server) safeCall(fn HandlerFunc, c *Context) (err error) {
 
 // send delivers env to node, logging (at debug: the peer is gone) on failure.
 func (s *Server) send(node string, env *relay.Envelope) error {
-	err := s.node.Relay.Send(s.ctx, node, env)
+	return s.send2(s.ctx, node, env)
+}
+
+// timeoutCtx bounds one send from a goroutine of its own.
+func (s *Server) timeoutCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+}
+
+func (s *Server) send2(ctx context.Context, node string, env *relay.Envelope) error {
+	err := s.node.Relay.Send(ctx, node, env)
 	if err != nil {
 		s.log.Debug("relay send failed", "to", node, "kind", env.Kind, "cause", err)
 	}

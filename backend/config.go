@@ -43,11 +43,26 @@ type Config struct {
 	// SessionTTL must match the gates' (default 30s); it bounds how long a
 	// cached session owner is trusted.
 	SessionTTL time.Duration
-	// Workers is the number of handler goroutines; messages of one session
-	// always go to the same one, in order (default 64).
+	// Workers is how many client messages run at once (default 64). Each
+	// session has its own queue: its messages run in order, one at a time,
+	// and a session whose handler is slow holds up only itself.
 	Workers int
-	// QueueLen is each worker's queue length (default 256).
+	// QueueLen bounds one session's queue: messages waiting or running
+	// (default 256). Past it, or past SessionQueueBytes, the session's next
+	// message is answered at once with an error frame "busy: ...".
 	QueueLen int
+	// SessionQueueBytes bounds the payload bytes (plus 128 per message)
+	// one session may have waiting or running (default 4 MiB). One message
+	// always fits an empty queue, however large.
+	SessionQueueBytes int
+	// QueueBytes bounds the same over all sessions of the node (default
+	// 64 MiB): past it every session's next message is answered "busy".
+	QueueBytes int
+	// MaxCalls bounds the Call handlers running at once (default 1024).
+	// Calls do not queue behind client messages (a handler waiting on a
+	// Call into its own group, or in a cycle back to this node, would
+	// wait for itself); past MaxCalls a Call fails at once with "busy".
+	MaxCalls int
 	// CallTimeout bounds Context.Call (default 5s).
 	CallTimeout time.Duration
 	// DrainTimeout bounds how long Shutdown keeps serving after leaving etcd
@@ -78,18 +93,21 @@ type Config struct {
 // required fields.
 func DefaultConfig() Config {
 	return Config{
-		RelayListen:  ":19101",
-		Prefix:       "/zcluster",
-		TTL:          10 * time.Second,
-		SessionTTL:   30 * time.Second,
-		Workers:      64,
-		QueueLen:     256,
-		CallTimeout:  5 * time.Second,
-		DrainTimeout: 5 * time.Second,
-		DrainQuiet:   300 * time.Millisecond,
-		Version:      "dev",
-		InboxMax:     inbox.DefaultMaxLen,
-		InboxTTL:     inbox.DefaultTTL,
+		RelayListen:       ":19101",
+		Prefix:            "/zcluster",
+		TTL:               10 * time.Second,
+		SessionTTL:        30 * time.Second,
+		Workers:           64,
+		QueueLen:          256,
+		SessionQueueBytes: 4 << 20,
+		QueueBytes:        64 << 20,
+		MaxCalls:          1024,
+		CallTimeout:       5 * time.Second,
+		DrainTimeout:      5 * time.Second,
+		DrainQuiet:        300 * time.Millisecond,
+		Version:           "dev",
+		InboxMax:          inbox.DefaultMaxLen,
+		InboxTTL:          inbox.DefaultTTL,
 	}
 }
 
@@ -115,6 +133,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.QueueLen == 0 {
 		c.QueueLen = d.QueueLen
+	}
+	if c.SessionQueueBytes == 0 {
+		c.SessionQueueBytes = d.SessionQueueBytes
+	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = d.QueueBytes
+	}
+	if c.MaxCalls == 0 {
+		c.MaxCalls = d.MaxCalls
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = d.CallTimeout
@@ -156,8 +183,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: redis client is required", ErrConfig)
 	case len(c.Secret) == 0 && !c.Insecure:
 		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
-	case c.Workers < 1 || c.QueueLen < 1:
-		return fmt.Errorf("%w: workers and queue length must be positive", ErrConfig)
+	case c.Workers < 1 || c.QueueLen < 1 || c.SessionQueueBytes < 1 || c.QueueBytes < 1 || c.MaxCalls < 1:
+		return fmt.Errorf("%w: workers, queue length, queue bytes and max calls must be positive", ErrConfig)
 	}
 	return nil
 }
@@ -176,4 +203,7 @@ var (
 	ErrCallFailed = errors.New("backend: call failed")
 	// ErrStopped is returned once the backend is shutting down.
 	ErrStopped = errors.New("backend: stopped")
+	// ErrAlreadyReplied is returned by a second Reply in a Call handler:
+	// a Call has one result, the first Reply.
+	ErrAlreadyReplied = errors.New("backend: call already replied")
 )

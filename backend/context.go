@@ -17,7 +17,7 @@ import (
 // to answer. It is used by one goroutine, the handler's.
 type Context struct {
 	s *Server
-	t *task
+	t task
 
 	held    bool // a reply is held back to carry the Done flag
 	heldID  uint32
@@ -52,10 +52,24 @@ func (c *Context) NodeID() string { return c.s.cfg.ID }
 // Context returns a context cancelled when the backend stops.
 func (c *Context) Context() context.Context { return c.s.ctx }
 
-// Reply answers the sender: for a client message, a frame with msgID to the
-// client; for a Call, the call's result (msgID is ignored; the last Reply
-// wins). payload must not be modified after the call.
+// Reply answers the sender. payload must not be modified after the call.
+//
+// For a client message, every Reply is a frame with msgID to the client,
+// in order (the last one goes out when the handler returns, marked as the
+// end of the request).
+//
+// For a Call, the handler has one result: the FIRST Reply (msgID is
+// ignored). It is sent when the handler returns, unless the handler returns
+// an error, which the caller gets instead. A second Reply sends nothing
+// and returns ErrAlreadyReplied.
 func (c *Context) Reply(msgID uint32, payload []byte) error {
+	if c.t.kind == relay.KindCall {
+		if c.held {
+			return fmt.Errorf("%w: msgID %d is a Call, which has one result", ErrAlreadyReplied, c.t.msgID)
+		}
+		c.held, c.heldID, c.heldMsg = true, msgID, payload
+		return nil
+	}
 	var err error
 	if c.held {
 		err = c.sendReply(c.heldID, c.heldMsg, 0)

@@ -254,6 +254,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	}
 	g.goLoop(g.onlineLoop)
 	g.goLoop(g.inboxSweepLoop)
+	g.goLoop(g.connsLoop)
 	return nil
 }
 

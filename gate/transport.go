@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"time"
 
@@ -187,5 +188,40 @@ func (h netHandler) OnClose(conn *clientnet.Conn) {
 func (h netHandler) OnFrame(conn *clientnet.Conn, msgID uint32, payload []byte) {
 	if c, ok := conn.Value.(*client); ok {
 		h.g.onFrame(c, msgID, payload)
+	}
+}
+
+// connsPublishEvery is how often the gate checks whether its connection
+// counts changed and, if so, publishes them in Redis for `zcluster top`.
+const connsPublishEvery = 2 * time.Second
+
+// connsLoop publishes the open connections by transport in Redis when they
+// change, and at least every third of the session TTL (the record's TTL).
+func (g *Gate) connsLoop() {
+	t := time.NewTicker(connsPublishEvery)
+	defer t.Stop()
+	var (
+		last   map[string]int
+		lastAt time.Time
+	)
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := g.Conns()
+		if maps.Equal(now, last) && time.Since(lastAt) < g.cfg.SessionTTL/3 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(g.ctx, connsPublishEvery)
+		err := g.node.Sessions.PublishConns(ctx, g.cfg.ID, now, g.cfg.SessionTTL)
+		cancel()
+		if err != nil {
+			// The session refresh reports Redis trouble at warn already.
+			g.log.Debug("publishing connection counts failed", "cause", err)
+			continue
+		}
+		last, lastAt = now, time.Now()
 	}
 }

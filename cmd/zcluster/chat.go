@@ -31,7 +31,7 @@ const loginAnswerTimeout = 3 * time.Second
 const chatHelp = "commands: @user text (send) | !user text (reliable: stored if offline) | /all text (broadcast) | /echo text (chain-echo via im and echo) | /quit"
 
 func newChatCmd(c *cli) *cobra.Command {
-	var gateAddr, user string
+	var gateAddr, wsURL, kcpAddr, user string
 	var reconnect time.Duration
 	var prompt bool
 	cmd := &cobra.Command{
@@ -53,19 +53,30 @@ it printed, so nothing sent meanwhile is missed. A send that was delivered
 prints nothing, one that was not prints why. A login of the same user
 elsewhere kicks this one. On a terminal a prompt shows the user and the
 gate ("alice@gate-1> "); --prompt=false turns it off, --prompt turns it on
-for piped input.`,
-		Example: "  zcluster chat --gate 127.0.0.1:18001,127.0.0.1:18002 --user alice",
-		Args:    cobra.NoArgs,
+for piped input.
+
+It connects over TCP to --gate, or over WebSocket to --ws (a gate's
+--ws-listen endpoint, ws:// or wss://), or over KCP to --kcp (a gate's
+--kcp-listen address); each takes a comma list.`,
+		Example: `  zcluster chat --gate 127.0.0.1:18001,127.0.0.1:18002 --user alice
+  zcluster chat --ws ws://127.0.0.1:18301/ws --user bob`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("prompt") {
 				prompt = isTerminal(c.stdin)
 			}
-			return c.runChat(cmd.Context(), chatOptions{gates: splitList(gateAddr), user: user, reconnect: reconnect, prompt: prompt})
+			gates, err := chatAddrs(gateAddr, wsURL, kcpAddr)
+			if err != nil {
+				return err
+			}
+			return c.runChat(cmd.Context(), chatOptions{gates: gates, user: user, reconnect: reconnect, prompt: prompt})
 		},
 	}
 	fs := cmd.Flags()
 	fs.BoolVar(&prompt, "prompt", false, "show a \"user@gate> \" prompt (default: when stdin is a terminal)")
 	fs.StringVar(&gateAddr, "gate", "127.0.0.1:18001", "client address of a gate, host:port; a comma list is tried in turn when reconnecting")
+	fs.StringVar(&wsURL, "ws", "", "join over WebSocket instead: a gate's endpoint URL, ws://host:port/ws or wss://... (comma list)")
+	fs.StringVar(&kcpAddr, "kcp", "", "join over KCP instead: a gate's --kcp-listen address, host:port (comma list)")
 	fs.StringVar(&user, "user", "", "user name to log in as, 1-64 bytes (required)")
 	fs.DurationVar(&reconnect, "reconnect", 30*time.Second, "how long to keep trying to log in again after the gate went away (0: exit at once)")
 	annotateEnv(fs)
@@ -74,6 +85,7 @@ for piped input.`,
 
 // chatOptions are the chat command's settings.
 type chatOptions struct {
+	// gates are TCP addresses, ws:// or wss:// URLs, or kcp://host:port.
 	gates     []string
 	user      string
 	reconnect time.Duration
@@ -141,12 +153,48 @@ const gateShuttingDown = "gate shutting down"
 // errConnLost ends one connection of the chat client without ending it.
 var errConnLost = errors.New("the gate closed the connection")
 
+// chatAddrs turns --gate, --ws and --kcp into the list of addresses to
+// try: --ws or --kcp, when given, replace --gate.
+func chatAddrs(gate, ws, kcp string) ([]string, error) {
+	switch {
+	case ws != "" && kcp != "":
+		return nil, errors.New("--ws and --kcp: choose one")
+	case ws != "":
+		urls := splitList(ws)
+		for _, u := range urls {
+			if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+				return nil, fmt.Errorf("--ws %q: want a ws:// or wss:// URL", u)
+			}
+		}
+		return urls, nil
+	case kcp != "":
+		var out []string
+		for _, a := range splitList(kcp) {
+			out = append(out, "kcp://"+a)
+		}
+		return out, nil
+	}
+	return splitList(gate), nil
+}
+
+// dialChat connects to addr: a TCP address, a ws:// or wss:// URL, or
+// kcp://host:port.
+func dialChat(ctx context.Context, addr string) (*zclient.Conn, error) {
+	switch {
+	case strings.HasPrefix(addr, "ws://"), strings.HasPrefix(addr, "wss://"):
+		return zclient.DialWS(ctx, addr, zclient.WSOptions{})
+	case strings.HasPrefix(addr, "kcp://"):
+		return zclient.DialKCP(ctx, strings.TrimPrefix(addr, "kcp://"))
+	}
+	return zclient.Dial(ctx, addr)
+}
+
 // chatLogin dials addr and logs in as user.
 func chatLogin(ctx context.Context, addr, user string) (*zclient.Conn, chat.LoginReply, error) {
 	dctx, cancel := context.WithTimeout(ctx, chatTimeout)
 	defer cancel()
 	var lr chat.LoginReply
-	conn, err := zclient.Dial(dctx, addr)
+	conn, err := dialChat(dctx, addr)
 	if err != nil {
 		return nil, lr, fmt.Errorf("gate at %s not reachable: %w", addr, err)
 	}
@@ -270,7 +318,7 @@ func (c *cli) chatRedial(ctx context.Context, o chatOptions, i int, out *syncWri
 		i++
 		addr := o.gates[i%len(o.gates)]
 		dctx, cancel := context.WithTimeout(ctx, chatTimeout)
-		conn, err := zclient.Dial(dctx, addr)
+		conn, err := dialChat(dctx, addr)
 		cancel()
 		if err == nil {
 			_ = conn.Close()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -284,5 +285,75 @@ func TestChatResumesAfterReconnect(t *testing.T) {
 		if n := strings.Count(out.String(), "] "+m); n != 1 {
 			t.Errorf("%q printed %d times:\n%s", m, n, out.String())
 		}
+	}
+}
+
+// TestChatOverWebSocket: `zcluster chat --ws URL` joins the demo through a
+// gate's WebSocket endpoint and chats with a TCP user on the other gate;
+// the demo serves the chat page.
+func TestChatOverWebSocket(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	var started lockedBuffer
+	d, err := startDemo(ctx, demoOptions{gates: 2}, &started, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if !strings.Contains(started.String(), "chat page: http://127.0.0.1:") || !strings.Contains(started.String(), "websocket ws://127.0.0.1:") {
+		t.Errorf("demo output names no chat page or websocket URL:\n%s", started.String())
+	}
+	resp, err := http.Get(d.pageURL() + "endpoints.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), d.gates[1].WSURL()) {
+		t.Errorf("endpoints.json %s lacks %s", body, d.gates[1].WSURL())
+	}
+
+	g2 := tourGate{d.gates[1].ID(), d.gates[1].ClientAddr()}
+	bob, err := dialGate(ctx, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if _, err := loginAs(ctx, bob, "bob", g2.ID); err != nil {
+		t.Fatal(err)
+	}
+	stdin, typing := io.Pipe()
+	defer typing.Close()
+	var out lockedBuffer
+	c := testCLI(&out)
+	c.stdin = stdin
+	done := make(chan error, 1)
+	go func() { done <- c.runChat(ctx, chatOptions{gates: []string{d.gates[0].WSURL()}, user: "alice"}) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), "logged in as alice on "+d.gates[0].ID()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("chat --ws did not log in:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := io.WriteString(typing, "@bob hi over websocket\n"); err != nil {
+		t.Fatal(err)
+	}
+	var m chat.Message
+	if err := expectJSON(ctx, bob, chat.MsgDelivered, &m); err != nil || m != (chat.Message{From: "alice", Text: "hi over websocket"}) {
+		t.Fatalf("bob got %+v (%v)", m, err)
+	}
+	_, _ = io.WriteString(typing, "/quit\n")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("chat --ws: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("chat --ws did not exit on /quit")
 	}
 }

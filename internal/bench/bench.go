@@ -4,6 +4,7 @@
 //	direct     a stock zinx echo server (router + SendMsg), in-process
 //	plain      a plain Go bufio echo server that flushes when its input drains
 //	echo       client -> gate -> backend (msgID 4) -> gate -> client
+//	ws-echo    echo over the gate's WebSocket listener
 //	send       user to user (msgID 2) across two gates, counting deliveries (100)
 //	broadcast  one sender, msgID 5 fanned out (101) to every session on every gate
 //	reliable   as send, with the reliable msgID 6 (backend.Deliver: stored in the
@@ -37,7 +38,7 @@ import (
 )
 
 // Scenarios lists the scenario names in the order they are documented.
-var Scenarios = []string{"direct", "plain", "echo", "send", "broadcast", "room", "reliable"}
+var Scenarios = []string{"direct", "plain", "echo", "ws-echo", "send", "broadcast", "room", "reliable"}
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("bench: invalid configuration")
@@ -67,8 +68,9 @@ type Config struct {
 	// Drain bounds the wait for outstanding answers after the load stops
 	// (default 5s); whatever is still missing then is lost.
 	Drain time.Duration
-	// Gates are client addresses of running gates to target; empty starts a
-	// cluster in this process (for echo, send and broadcast).
+	// Gates are client addresses of running gates to target (for ws-echo,
+	// their WebSocket URLs); empty starts a cluster in this process (for
+	// echo, ws-echo, send and broadcast).
 	Gates []string
 	// Redis is the address whose INFO commandstats is read when Gates are
 	// given (empty: not measured).
@@ -251,6 +253,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			defer cl.close()
 			addrs, redisAddr, relaySent = cl.gateAddrs(), cl.RedisAddr(), cl.relaySent
 			inboxCalls = cl.inboxCalls
+			if cfg.Scenario == "ws-echo" {
+				addrs = cl.wsURLs()
+			}
 			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.Gates()), cfg.Backends, cl.redisKind)
 			if cfg.Scenario == "room" {
 				res.Target += ", 1 room backend"
@@ -391,7 +396,15 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	open := func(addr string) (*loadConn, error) {
-		lc, err := dial(ctx, addr)
+		var (
+			lc  *loadConn
+			err error
+		)
+		if cfg.Scenario == "ws-echo" {
+			lc, err = dialWS(ctx, addr, cfg.Window, cfg.Payload)
+		} else {
+			lc, err = dial(ctx, addr)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -400,7 +413,7 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 	}
 	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	switch cfg.Scenario {
-	case "direct", "plain", "echo":
+	case "direct", "plain", "echo", "ws-echo":
 		for i := range cfg.Conns {
 			lc, err := open(addrs[i%len(addrs)])
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/zclient"
 )
 
 // Client msgIDs the scenarios use (those of the chat demo application).
@@ -34,7 +35,7 @@ const (
 // when its answer arrives) and flushes when no token is free; a reader
 // goroutine counts what comes back.
 type loadConn struct {
-	nc net.Conn
+	nc streamConn
 	r  *bufio.Reader
 	w  *bufio.Writer
 
@@ -60,6 +61,12 @@ type loadConn struct {
 	readDone chan struct{}
 }
 
+// streamConn is a TCP connection, or a WebSocket read as a stream.
+type streamConn interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+}
+
 // clock gives monotonic nanoseconds since the run began, and whether the
 // measured interval is on (latencies are recorded only then).
 type clock struct {
@@ -81,6 +88,57 @@ func dial(ctx context.Context, addr string) (*loadConn, error) {
 		w:        bufio.NewWriterSize(nc, 64<<10),
 		readDone: make(chan struct{}),
 	}, nil
+}
+
+// dialWS connects to a gate's WebSocket endpoint. The writer's buffer
+// holds a whole window of requests, so that a flush hands over whole
+// frames; they leave in as few binary messages as the gate's message limit
+// (one default-size frame, 64 KiB + 8 bytes) allows.
+func dialWS(ctx context.Context, url string, window, payload int) (*loadConn, error) {
+	ws, err := zclient.DialWSStream(ctx, url, zclient.WSOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("bench: dial %s: %w", url, err)
+	}
+	mw := wsMessages{ws}
+	return &loadConn{
+		nc:       ws,
+		r:        bufio.NewReaderSize(ws, 64<<10),
+		w:        bufio.NewWriterSize(mw, max(64<<10, window*(payload+frame.HeaderLen+64))),
+		readDone: make(chan struct{}),
+	}, nil
+}
+
+// wsMessages writes whole frames as binary messages of at most
+// wsMessageLimit bytes each (a larger frame goes alone).
+type wsMessages struct{ ws *zclient.WSStream }
+
+const wsMessageLimit = frame.DefaultMaxFrame + frame.HeaderLen
+
+func (m wsMessages) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		end := 0
+		for end < len(p) {
+			if len(p)-end < frame.HeaderLen {
+				end = len(p) // not a frame: let the gate refuse it
+				break
+			}
+			next := end + frame.HeaderLen + int(binary.BigEndian.Uint32(p[end+4:]))
+			if next > len(p) {
+				next = len(p)
+			}
+			if end > 0 && next > wsMessageLimit {
+				break
+			}
+			end = next
+		}
+		if _, err := m.ws.Write(p[:end]); err != nil {
+			return written, err
+		}
+		written += end
+		p = p[end:]
+	}
+	return written, nil
 }
 
 // readFrame reads one frame into buf (grown as needed). It allocates

@@ -391,3 +391,148 @@ func TestWebSocketInflightLimit(t *testing.T) {
 		t.Fatalf("shutdown with a blocked websocket reader took %v", d)
 	}
 }
+
+// KCP carries the TCP byte stream: a frame larger than a UDP packet is
+// reassembled, answers come back whole, and a frame over the limit ends
+// the session (KCP has no close handshake: the gate forgets it).
+func TestKCPStreamAndLimits(t *testing.T) {
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.KCPListen = "127.0.0.1:0" })
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+
+	conn := dialKCP(t, g.KCPAddr())
+	chatkit.Login(t, conn, "kim")
+	big := make([]byte, 40000)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	for range 3 {
+		if err := conn.Send(chat.MsgEcho, big); err != nil {
+			t.Fatal(err)
+		}
+		if f := chatkit.Expect(t, conn, chat.MsgEcho); string(f.Payload) != string(big) {
+			t.Fatalf("echo of %d bytes came back as %d bytes, or changed", len(big), len(f.Payload))
+		}
+	}
+	if n := g.Conns()[gate.TransportKCP]; n != 1 {
+		t.Fatalf("kcp connections = %d, want 1", n)
+	}
+	if err := conn.SendRaw([]byte{0, 0, 0, 4, 0x7f, 0, 0, 0}); err != nil { // declares 2 GiB
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := g.Conns()[gate.TransportKCP]; n != 0 {
+			return fmt.Errorf("kcp connections = %d after a frame over the limit, want 0", n)
+		}
+		return nil
+	})
+	// Another session is served.
+	chatkit.Login(t, dialKCP(t, g.KCPAddr()), "lee")
+}
+
+// The front door's other limits hold on websocket connections too: login
+// timeout, idle timeout (heartbeats keep a connection), max connections
+// (counted over every transport) and the per-connection rate.
+func TestWebSocketFrontDoorLimits(t *testing.T) {
+	const d = 700 * time.Millisecond
+	c := newCluster(t)
+	c.startBackend("im-1", chat.GroupIM)
+
+	t.Run("login timeout and max conns", func(t *testing.T) {
+		g := c.startGateWith("gate-login", func(cfg *gate.Config) {
+			cfg.WSListen = "127.0.0.1:0"
+			cfg.LoginTimeout = d
+			cfg.MaxConns = 3
+		})
+		c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+		anon := dialWS(t, g.WSURL(), zclient.WSOptions{})
+		user := dialWS(t, g.WSURL(), zclient.WSOptions{})
+		chatkit.Login(t, user, "wsa")
+		tcp := chatkit.Dial(t, g.ListenAddr()) // the third connection, over TCP
+		chatkit.Login(t, tcp, "tcpa")
+		full := dialWS(t, g.WSURL(), zclient.WSOptions{})
+		expectKick(t, full, "gate full", 5*time.Second)
+		expectKick(t, anon, "login timeout", 10*time.Second)
+		time.Sleep(d)
+		stillOpen(t, user, "logged-in websocket client")
+		echoOK(t, user, "after the login timeout")
+	})
+
+	t.Run("idle timeout and heartbeat", func(t *testing.T) {
+		g := c.startGateWith("gate-idle", func(cfg *gate.Config) {
+			cfg.WSListen = "127.0.0.1:0"
+			cfg.IdleTimeout = d
+			cfg.LoginTimeout = -1
+		})
+		c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+		silent := dialWS(t, g.WSURL(), zclient.WSOptions{})
+		beating := dialWS(t, g.WSURL(), zclient.WSOptions{})
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- func() error {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return nil
+					case <-time.After(d / 4):
+					}
+					if err := beating.Send(gate.MsgHeartbeat, []byte(fmt.Sprint(i))); err != nil {
+						return err
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, _, err := beating.Expect(ctx, gate.MsgHeartbeat)
+					cancel()
+					if err != nil {
+						return fmt.Errorf("heartbeat %d: %w", i, err)
+					}
+				}
+			}()
+		}()
+		expectKick(t, silent, "idle", 10*time.Second)
+		time.Sleep(2 * d)
+		close(stop)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		stillOpen(t, beating, "heartbeating websocket client")
+	})
+
+	t.Run("client rate", func(t *testing.T) {
+		g := c.startGateWith("gate-rate", func(cfg *gate.Config) {
+			cfg.WSListen = "127.0.0.1:0"
+			cfg.ClientRate, cfg.ClientBurst = 10, 5
+		})
+		c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+		fast := dialWS(t, g.WSURL(), zclient.WSOptions{})
+		const n = 40
+		var packed []byte // one message: the rate counts frames
+		for i := range n {
+			packed = frame.Append(packed, chat.MsgEcho, []byte(fmt.Sprint(i)))
+		}
+		if err := fast.SendRaw(packed); err != nil {
+			t.Fatal(err)
+		}
+		echoes, limited := 0, 0
+		for echoes+limited < n {
+			f, err := fast.Recv(ctxTimeout(t, 5*time.Second))
+			if err != nil {
+				t.Fatalf("after %d echoes and %d limited: %v", echoes, limited, err)
+			}
+			switch f.MsgID {
+			case chat.MsgEcho:
+				echoes++
+			case chat.MsgError:
+				if e := decodeError(t, f); e.Error != "rate limited" {
+					t.Fatalf("error frame %s", f.Payload)
+				}
+				limited++
+			}
+		}
+		if echoes < 5 || echoes > n/2 || limited < n/2 {
+			t.Fatalf("%d echoes, %d rate limited; want about 5 echoes", echoes, limited)
+		}
+		stillOpen(t, fast, "rate-limited websocket client")
+	})
+}

@@ -1,9 +1,11 @@
 package topview
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +22,7 @@ const ClearScreen = "\x1b[H\x1b[2J"
 // summary line.
 func (s *Snapshot) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tNODE\tKIND\tRELAY\tCLIENT\tROUTES\tSESSIONS\tLEASE\tVERSION\tUPTIME")
+	fmt.Fprintln(tw, "GROUP\tNODE\tKIND\tRELAY\tCLIENT\tROUTES\tSESSIONS\tCONNS\tLEASE\tVERSION\tUPTIME")
 	gates, backends := 0, 0
 	for _, n := range s.Nodes {
 		if n.Kind == registry.KindGate {
@@ -36,9 +38,9 @@ func (s *Snapshot) WriteTable(w io.Writer) error {
 		if n.LeaseTTL >= 0 {
 			lease = (time.Duration(n.LeaseTTL) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			n.Group, n.ID, n.Kind, dash(n.RelayAddr), dash(n.ClientAddr), dash(FormatRoutes(n.Routes)),
-			sessions, lease, dash(n.Version), (time.Duration(n.Uptime) * time.Second).String())
+			sessions, dash(FormatConns(n.Conns)), lease, dash(n.Version), (time.Duration(n.Uptime) * time.Second).String())
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -52,6 +54,35 @@ func (s *Snapshot) WriteTable(w io.Writer) error {
 	}
 	_, err := fmt.Fprintf(w, "%s at %s\n", summary, s.Time.Format(time.TimeOnly))
 	return err
+}
+
+// FormatConns lists connections by transport as "tcp 3, ws 2, kcp 0"
+// (tcp, ws, kcp first, then any other, by name).
+func FormatConns(conns map[string]int) string {
+	if len(conns) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(conns))
+	for tr := range conns {
+		names = append(names, tr)
+	}
+	order := map[string]int{"tcp": 0, "ws": 1, "kcp": 2}
+	slices.SortFunc(names, func(a, b string) int {
+		oa, ok := order[a]
+		if !ok {
+			oa = len(order)
+		}
+		ob, ok := order[b]
+		if !ok {
+			ob = len(order)
+		}
+		return cmp.Or(cmp.Compare(oa, ob), cmp.Compare(a, b))
+	})
+	parts := make([]string, len(names))
+	for i, tr := range names {
+		parts[i] = tr + " " + strconv.Itoa(conns[tr])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // FormatRoutes lists routes as "2 send, 3 chain-echo".

@@ -55,6 +55,10 @@ type Node struct {
 	// Sessions is the number of sessions the gate owns in Redis (gates
 	// only; nil for backends or when Redis was not read).
 	Sessions *int `json:"sessions,omitempty"`
+	// Conns is the gate's open client connections by transport ("tcp",
+	// "ws", "kcp"), as it last published them (every few seconds when
+	// they change); nil for backends or when not known.
+	Conns map[string]int `json:"conns,omitempty"`
 	// LeaseTTL is the seconds left on the node's etcd lease (-1: unknown).
 	LeaseTTL  int64     `json:"lease_ttl_seconds"`
 	LeaseID   string    `json:"lease_id"`
@@ -159,6 +163,11 @@ func Read(ctx context.Context, src Source) (*Snapshot, error) {
 			c := byGate[n.ID]
 			n.Sessions = &c
 			snap.Orphans -= c
+			conns, err := session.ReadConns(ctx, src.Redis, cmp.Or(src.SessionPrefix, session.DefaultPrefix), n.ID)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrRead, err)
+			}
+			n.Conns = conns
 		}
 	}
 	return snap, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
@@ -49,7 +50,7 @@ func liveCluster(t *testing.T) (Source, []*gate.Gate) {
 	var gates []*gate.Gate
 	for _, id := range []string{"gate-1", "gate-2"} {
 		cli, rdb := clients()
-		g, err := gate.New(gate.Config{ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
+		g, err := gate.New(gate.Config{ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", WSListen: "127.0.0.1:0",
 			Etcd: cli, Redis: rdb, Secret: secret, TTL: 5 * time.Second, Version: "v-test", Logger: log})
 		if err != nil {
 			t.Fatal(err)
@@ -88,11 +89,20 @@ func liveCluster(t *testing.T) (Source, []*gate.Gate) {
 	return Source{Etcd: cli, Redis: rdb}, gates
 }
 
+// login logs user in through addr: a TCP address, or a ws:// URL.
 func login(t *testing.T, addr, user string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := zclient.Dial(ctx, addr)
+	var (
+		conn *zclient.Conn
+		err  error
+	)
+	if strings.HasPrefix(addr, "ws://") {
+		conn, err = zclient.DialWS(ctx, addr, zclient.WSOptions{})
+	} else {
+		conn, err = zclient.Dial(ctx, addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,16 +127,24 @@ func read(t *testing.T, src Source) *Snapshot {
 	return s
 }
 
-// TestTopLiveCluster reads a live cluster with two users on gate-1 and one
-// on gate-2, and checks the table and the JSON a user of `zcluster top`
-// sees.
+// TestTopLiveCluster reads a live cluster with two users on gate-1 (one
+// over TCP, one over WebSocket) and one on gate-2, and checks the table and
+// the JSON a user of `zcluster top` sees.
 func TestTopLiveCluster(t *testing.T) {
 	src, gates := liveCluster(t)
 	login(t, gates[0].ListenAddr(), "alice")
-	login(t, gates[0].ListenAddr(), "carol")
+	login(t, gates[0].WSURL(), "carol")
 	login(t, gates[1].ListenAddr(), "bob")
 
-	s := read(t, src)
+	// Gates publish their connection counts every few seconds.
+	var s *Snapshot
+	testkit.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		s = read(t, src)
+		if got := FormatConns(s.Nodes[0].Conns) + " / " + FormatConns(s.Nodes[1].Conns); got != "tcp 1, ws 1 / tcp 1, ws 0" {
+			return fmt.Errorf("connections by transport %q", got)
+		}
+		return nil
+	})
 	var buf bytes.Buffer
 	if err := s.WriteTable(&buf); err != nil {
 		t.Fatal(err)
@@ -137,17 +155,17 @@ func TestTopLiveCluster(t *testing.T) {
 	if len(lines) != 7 {
 		t.Fatalf("want header, 5 node rows and a summary; got %d lines", len(lines))
 	}
-	for _, col := range []string{"GROUP", "NODE", "KIND", "RELAY", "CLIENT", "ROUTES", "SESSIONS", "LEASE", "VERSION", "UPTIME"} {
+	for _, col := range []string{"GROUP", "NODE", "KIND", "RELAY", "CLIENT", "ROUTES", "SESSIONS", "CONNS", "LEASE", "VERSION", "UPTIME"} {
 		if !strings.Contains(lines[0], col) {
 			t.Errorf("header %q has no %s", lines[0], col)
 		}
 	}
 	// Gates first, then backends by group and id.
 	rows := []*regexp.Regexp{
-		regexp.MustCompile(`^gate\s+gate-1\s+gate\s+` + regexp.QuoteMeta(gates[0].RelayAddr()) + `\s+` + regexp.QuoteMeta(gates[0].ClientAddr()) + `\s+1 login\s+2\s+[1-5]s\s+v-test\s+\d+s$`),
-		regexp.MustCompile(`^gate\s+gate-2\s+gate\s+\S+\s+` + regexp.QuoteMeta(gates[1].ClientAddr()) + `\s+1 login\s+1\s+[1-5]s\s+v-test\s+\d+s$`),
-		regexp.MustCompile(`^echo\s+echo-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+-\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
-		regexp.MustCompile(`^im\s+im-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+2 send, 3 chain-echo, 4 echo, 5 broadcast\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
+		regexp.MustCompile(`^gate\s+gate-1\s+gate\s+` + regexp.QuoteMeta(gates[0].RelayAddr()) + `\s+` + regexp.QuoteMeta(gates[0].ClientAddr()) + `\s+1 login\s+2\s+tcp 1, ws 1\s+[1-5]s\s+v-test\s+\d+s$`),
+		regexp.MustCompile(`^gate\s+gate-2\s+gate\s+\S+\s+` + regexp.QuoteMeta(gates[1].ClientAddr()) + `\s+1 login\s+1\s+tcp 1, ws 0\s+[1-5]s\s+v-test\s+\d+s$`),
+		regexp.MustCompile(`^echo\s+echo-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+-\s+-\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
+		regexp.MustCompile(`^im\s+im-1\s+backend\s+127\.0\.0\.1:\d+\s+-\s+2 send, 3 chain-echo, 4 echo, 5 broadcast, 6 reliable-send\s+-\s+-\s+[1-5]s\s+v-test\s+\d+s$`),
 		regexp.MustCompile(`^im\s+im-2\s+backend\s+`),
 	}
 	for i, re := range rows {
@@ -199,7 +217,7 @@ func TestTopLiveCluster(t *testing.T) {
 	if got.Nodes[2].Sessions != nil {
 		t.Errorf("json %s has sessions; only gates own sessions", got.Nodes[2].ID)
 	}
-	if len(got.Routes) != 5 || got.Routes[1].MsgID != 2 || got.Routes[1].Groups[0].Group != "im" ||
+	if len(got.Routes) != 6 || got.Routes[1].MsgID != 2 || got.Routes[1].Groups[0].Group != "im" ||
 		strings.Join(got.Routes[1].Groups[0].Nodes, ",") != "im-1,im-2" {
 		t.Errorf("json routes = %+v", got.Routes)
 	}
@@ -226,6 +244,7 @@ func TestRoutesLiveCluster(t *testing.T) {
 		`^3\s+chain-echo\s+im\s+im-1, im-2$`,
 		`^4\s+echo\s+im\s+im-1, im-2$`,
 		`^5\s+broadcast\s+im\s+im-1, im-2$`,
+		`^6\s+reliable-send\s+im\s+im-1, im-2$`,
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != len(want) {

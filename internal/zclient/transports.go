@@ -34,12 +34,30 @@ func DialWS(ctx context.Context, url string, o WSOptions) (*Conn, error) {
 		}
 		return nil, err
 	}
-	return newConn(&wsStream{ws: ws}), nil
+	return newConn(&WSStream{ws: ws}), nil
 }
 
-// wsStream reads a WebSocket's binary messages as one byte stream (the gate
-// sends whole frames per message) and writes each Write as one message.
-type wsStream struct {
+// DialWSStream connects to a gate's WebSocket endpoint and returns the raw
+// stream, for load generators that frame requests themselves: each Write
+// must hold whole frames (it is sent as one binary message).
+func DialWSStream(ctx context.Context, url string, o WSOptions) (*WSStream, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: o.TLS}
+	ws, resp, err := d.DialContext(ctx, url, o.Header)
+	if err != nil {
+		if resp != nil {
+			_ = resp.Body.Close()
+			return nil, fmt.Errorf("%w: %s", err, resp.Status)
+		}
+		return nil, err
+	}
+	return &WSStream{ws: ws}, nil
+}
+
+// WSStream reads a WebSocket's binary messages as one byte stream (the gate
+// sends whole frames per message) and writes each Write as one binary
+// message. Reads and writes may run concurrently with each other, not with
+// themselves.
+type WSStream struct {
 	ws *websocket.Conn
 	r  io.Reader
 }
@@ -47,7 +65,8 @@ type wsStream struct {
 // errTextMessage ends a connection on which the gate sent text.
 var errTextMessage = errors.New("zclient: text message on a zinx websocket")
 
-func (s *wsStream) Read(p []byte) (int, error) {
+// Read reads the next bytes of the message stream.
+func (s *WSStream) Read(p []byte) (int, error) {
 	for {
 		if s.r == nil {
 			mt, r, err := s.ws.NextReader()
@@ -71,24 +90,35 @@ func (s *wsStream) Read(p []byte) (int, error) {
 	}
 }
 
-func (s *wsStream) Write(p []byte) (int, error) {
+// Write sends p as one binary message.
+func (s *WSStream) Write(p []byte) (int, error) {
 	if err := s.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-func (s *wsStream) SetWriteDeadline(t time.Time) error { return s.ws.SetWriteDeadline(t) }
+// SetWriteDeadline bounds the next writes.
+func (s *WSStream) SetWriteDeadline(t time.Time) error { return s.ws.SetWriteDeadline(t) }
+
+// SetReadDeadline bounds the next reads.
+func (s *WSStream) SetReadDeadline(t time.Time) error { return s.ws.SetReadDeadline(t) }
+
+// SetDeadline bounds the next reads and writes.
+func (s *WSStream) SetDeadline(t time.Time) error {
+	_ = s.ws.SetReadDeadline(t)
+	return s.ws.SetWriteDeadline(t)
+}
 
 // Close sends a normal close frame and closes the socket.
-func (s *wsStream) Close() error {
+func (s *WSStream) Close() error {
 	_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	return s.ws.Close()
 }
 
 // SendText sends a text message (which a gate refuses: for tests).
 func (c *Conn) SendText(text string) error {
-	s, ok := c.nc.(*wsStream)
+	s, ok := c.nc.(*WSStream)
 	if !ok {
 		return errors.New("zclient: SendText needs a websocket connection")
 	}
