@@ -79,7 +79,7 @@ func TestLifecycleLogAndQuietShutdown(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, b := range []*backend.Server{im1, im2, echo} {
+	for _, b := range []*backend.Backend{im1, im2, echo} {
 		before := b.RelayStats()
 		if err := b.Shutdown(ctx); err != nil {
 			t.Fatal(err)
