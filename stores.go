@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/zcluster/zcluster/internal/metrics"
+	"github.com/zcluster/zcluster/internal/tcpopt"
 	"github.com/zcluster/zcluster/registry"
 )
 
@@ -30,6 +31,12 @@ type stores struct {
 	redisAddrs string
 	etcdDials  *dialRecorder
 }
+
+// etcdLinkTimeout is how long a connection to an etcd member may leave
+// sent data unacknowledged (or idle probes unanswered) before it is
+// dropped (internal/tcpopt). Shorter than the smallest lease TTL (1s is
+// allowed, but 5s and more is the practice) with room for a reconnect.
+const etcdLinkTimeout = 2 * time.Second
 
 // dialRecorder dials etcd's endpoints for gRPC and remembers the last
 // failure, so that an etcd that never answers is reported with its cause
@@ -49,8 +56,10 @@ func (d *dialRecorder) dial(ctx context.Context, addr string) (net.Conn, error) 
 	} else if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, addr = "unix", rest
 	}
-	var nd net.Dialer
-	conn, err := nd.DialContext(ctx, network, addr)
+	// A member that stops answering with no reset (partitioned) ends the
+	// connection within etcdLinkTimeout, so the client moves to another
+	// endpoint before the node's lease runs out.
+	conn, err := tcpopt.Dialer(0, etcdLinkTimeout).DialContext(ctx, network, addr)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {

@@ -66,6 +66,9 @@ func buildImages(t *testing.T) {
 	}
 }
 
+// topSnapshot is what `zcluster top -o json` prints.
+type topSnapshot = topview.Snapshot
+
 // stack is one compose project: deploy/docker-compose.yml with the offline
 // override, extra files, and overrides the test writes.
 type stack struct {

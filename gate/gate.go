@@ -80,6 +80,9 @@ type Gate struct {
 	wg       sync.WaitGroup
 	started  atomic.Bool
 	stopping atomic.Bool
+	// refusedReplies counts replies from a node for a request it was not
+	// given (or that is no longer open).
+	refusedReplies atomic.Int64
 	// fullLogged is set while the gate is full and has said so once.
 	fullLogged atomic.Bool
 	// refreshMu orders a session refresh against closed sessions'
@@ -302,6 +305,11 @@ func (g *Gate) LoggedIn() int {
 	}
 	return n
 }
+
+// RefusedReplies returns how many replies the gate dropped because they
+// answered no open request of the sending node and session: late answers
+// to requests that timed out, or a node answering for another.
+func (g *Gate) RefusedReplies() int64 { return g.refusedReplies.Load() }
 
 // Pending returns the number of forwarded requests not answered yet.
 func (g *Gate) Pending() int { return g.pending.len() }
@@ -592,11 +600,21 @@ func (g *Gate) onLinkDown(nodeID string, _ error) {
 func (g *Gate) onEnvelope(env *relay.Envelope) {
 	switch env.Kind {
 	case relay.KindReply:
+		// Only the node a request was forwarded to may answer it, and only
+		// to the session that sent it (Source is the authenticated peer).
+		var ok bool
+		if env.Flags&relay.FlagDone != 0 {
+			_, ok = g.pending.doneFor(env.Seq, env.Source, env.Session)
+		} else {
+			ok = g.pending.answers(env.Seq, env.Source, env.Session)
+		}
+		if !ok {
+			g.refusedReplies.Add(1)
+			g.log.Debug("reply refused: not an open request of that node and session", "from", string(env.Source), "seq", env.Seq)
+			return
+		}
 		if c := g.clientBytes(env.Session); c != nil {
 			g.deliver(c, env.MsgID, env.Payload)
-		}
-		if env.Flags&relay.FlagDone != 0 {
-			g.pending.done(env.Seq, string(env.Source))
 		}
 	case relay.KindDone:
 		r, ok := g.pending.done(env.Seq, string(env.Source))

@@ -81,6 +81,31 @@ func (p *pendingTable) done(seq uint64, node string) (pendingRequest, bool) {
 // remove takes seq out of the table (its send failed), releasing its
 // in-flight token, and reports whether it was still there (if not, an
 // answer or the sweep took it, and released the token).
+// doneFor is done for a final reply: it also requires the request to be
+// the session's.
+func (p *pendingTable) doneFor(seq uint64, node, session []byte) (pendingRequest, bool) {
+	s := p.shard(seq)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.m[seq]
+	if !ok || r.node != string(node) || r.session != string(session) {
+		return pendingRequest{}, false
+	}
+	delete(s.m, seq)
+	r.release()
+	return r, true
+}
+
+// answers reports whether seq is an open request forwarded to node for
+// session (an intermediate reply may be delivered).
+func (p *pendingTable) answers(seq uint64, node, session []byte) bool {
+	s := p.shard(seq)
+	s.mu.Lock()
+	r, ok := s.m[seq]
+	s.mu.Unlock()
+	return ok && r.node == string(node) && r.session == string(session)
+}
+
 func (p *pendingTable) remove(seq uint64) bool {
 	s := p.shard(seq)
 	s.mu.Lock()

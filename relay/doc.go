@@ -25,7 +25,7 @@
 // payload. The msgIDs of a relay link:
 //
 //	1  Challenge  listener -> dialer  version u8 | nonceS[32]
-//	2  Auth       dialer -> listener  version u8 | nonceC[32] | idLen u8 | nodeID | mac[32]
+//	2  Auth       dialer -> listener  version u8 | nonceC[32] | idLen u8 | nodeID | mac[32] [| proof]
 //	3  Accept     listener -> dialer  idLen u8 | nodeID | mac[32]
 //	16 Envelope   dialer -> listener  one envelope (below)
 //
@@ -52,6 +52,16 @@
 //
 // With Config.Insecure and no secret, the handshake runs with an empty key:
 // it keeps strangers that do not speak the protocol out, nothing more.
+//
+// With relay TLS (Config.TLS) the handshake also binds node ids to
+// certificates (identity.go): the Auth ends with a proof, sigLen u16 | sig |
+// count u8 | (certLen u32 | certificate DER)*, the dialer's chain and its
+// signature over SHA-256("zc-relay-client-cert" | nonceS | nonceC | nodeID);
+// the listener accepts it only if the chain leads to the CA, the leaf
+// names nodeID (DNS SAN or CN) and the signature verifies. The dialer
+// accepts the listener only if the certificate it presented in TLS names
+// the node id of the Accept. Without TLS an Auth carries no proof, and a
+// holder of the secret can claim any node id.
 //
 // # Envelope
 //

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -87,22 +88,26 @@ type authMsg struct {
 	nonceC []byte
 	nodeID []byte
 	mac    []byte
+	proof  []byte // certificate proof, relay TLS only (identity.go)
 }
 
-// parseAuth checks the Auth layout exactly; it does not verify the MAC.
+// parseAuth checks the Auth layout; it does not verify the MAC nor the
+// certificate proof, which is whatever follows the MAC (relay TLS only).
 func parseAuth(p []byte) (authMsg, error) {
 	if len(p) < 1+nonceLen+1 || p[0] != Version {
 		return authMsg{}, errors.New("bad auth header")
 	}
 	idLen := int(p[1+nonceLen])
-	if idLen == 0 || len(p) != 1+nonceLen+1+idLen+macLen {
+	base := 1 + nonceLen + 1 + idLen + macLen
+	if idLen == 0 || len(p) < base {
 		return authMsg{}, errors.New("bad auth length")
 	}
 	idOff := 1 + nonceLen + 1
 	return authMsg{
 		nonceC: p[1 : 1+nonceLen],
 		nodeID: p[idOff : idOff+idLen],
-		mac:    p[idOff+idLen:],
+		mac:    p[idOff+idLen : base],
+		proof:  p[base:],
 	}, nil
 }
 
@@ -138,7 +143,11 @@ func readFrame(r io.Reader, max int) (uint32, []byte, error) {
 // clientHandshake runs the dialer's side on conn, whose deadline the caller
 // has set: read Challenge, send Auth, verify Accept and that the listener is
 // the node wantPeer. The error is the bare cause; the caller wraps it.
-func clientHandshake(conn net.Conn, secret, nodeID, wantPeer []byte) error {
+//
+// With relay TLS (tlsCfg not nil), conn is the *tls.Conn: the Auth carries
+// this node's certificate proof and the listener's certificate must name
+// the node id it answers with.
+func clientHandshake(conn net.Conn, secret, nodeID, wantPeer []byte, tlsCfg *TLSConfig) error {
 	id, p, err := readFrame(conn, challengeLen)
 	if err != nil {
 		return fmt.Errorf("reading challenge: %w", err)
@@ -151,7 +160,13 @@ func clientHandshake(conn net.Conn, secret, nodeID, wantPeer []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := conn.Write(frame.Append(nil, FrameAuth, buildAuth(secret, nonceS, nonceC, nodeID))); err != nil {
+	auth := buildAuth(secret, nonceS, nonceC, nodeID)
+	if tlsCfg != nil {
+		if auth, err = appendProof(auth, &tlsCfg.cert, nonceS, nonceC, nodeID); err != nil {
+			return err
+		}
+	}
+	if _, err := conn.Write(frame.Append(nil, FrameAuth, auth)); err != nil {
 		return fmt.Errorf("sending auth: %w", err)
 	}
 	id, p, err = readFrame(conn, maxAcceptLen)
@@ -170,6 +185,17 @@ func clientHandshake(conn net.Conn, secret, nodeID, wantPeer []byte) error {
 	}
 	if string(peer) != string(wantPeer) {
 		return fmt.Errorf("%w: reached node %q", ErrWrongPeer, peer)
+	}
+	if tc, ok := conn.(*tls.Conn); ok && tlsCfg != nil {
+		certs := tc.ConnectionState().PeerCertificates
+		if len(certs) == 0 || !certNames(certs[0], string(peer)) {
+			var cn string
+			var dns []string
+			if len(certs) > 0 {
+				cn, dns = certs[0].Subject.CommonName, certs[0].DNSNames
+			}
+			return fmt.Errorf("%w: %q presented a certificate (CN %q, DNS %v) that does not name it", ErrIdentity, peer, cn, dns)
+		}
 	}
 	return nil
 }

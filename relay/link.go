@@ -8,10 +8,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/tcpopt"
 )
 
 // writerDrain bounds how long a closed link waits for its writer's flush
@@ -176,15 +176,9 @@ func (l *link) watch() {
 
 // connect dials addr and runs the client handshake, both aborted by Close.
 func (r *Relay) connect(id, addr string) (net.Conn, error) {
-	d := net.Dialer{
-		Timeout: r.cfg.DialTimeout,
-		// An idle link is probed, so a peer that vanished silently is
-		// noticed without traffic too (LinkTimeout bounds the probes).
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: r.cfg.LinkTimeout, Interval: r.cfg.LinkTimeout, Count: 2},
-		Control: func(_, _ string, c syscall.RawConn) error {
-			return setUserTimeout(c, r.cfg.LinkTimeout)
-		},
-	}
+	// A peer that stops acknowledging (a silent partition) ends the link
+	// within LinkTimeout, idle or not.
+	d := tcpopt.Dialer(r.cfg.DialTimeout, r.cfg.LinkTimeout)
 	conn, err := d.DialContext(r.ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s at %s: %w", ErrDial, id, addr, err)
@@ -193,7 +187,7 @@ func (r *Relay) connect(id, addr string) (net.Conn, error) {
 	stop := context.AfterFunc(r.ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	sc, err := r.secure(conn, addr) // TLS, when on, wraps conn
 	if err == nil {
-		err = clientHandshake(sc, r.secret, r.nodeID, []byte(id))
+		err = clientHandshake(sc, r.secret, r.nodeID, []byte(id), r.cfg.TLS)
 	}
 	if !stop() && err == nil {
 		err = r.ctx.Err()

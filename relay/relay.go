@@ -98,6 +98,9 @@ func (c Config) withDefaults() (Config, error) {
 		if err != nil {
 			return c, err
 		}
+		if err := t.checkOwnName(c.NodeID); err != nil {
+			return c, err
+		}
 		c.TLS = t
 	}
 	if c.Listen == "" {
@@ -108,6 +111,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxFrame < maxAuthLen {
 		c.MaxFrame = maxAuthLen
+	}
+	if c.TLS != nil && c.MaxFrame < maxAuthLen+maxProofLen {
+		c.MaxFrame = maxAuthLen + maxProofLen // the Auth carries a certificate proof
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
@@ -554,8 +560,9 @@ func (r *Relay) Stats() Stats {
 	}
 }
 
-// PeerLeaving records that nodeID announced it is shutting down, so the end
-// of the link to it is expected: it is logged at info, not as a failure.
+// PeerLeaving records that nodeID announced it is shutting down (or left
+// etcd), so the end of the link to it is expected: it is logged at debug,
+// not as a failure.
 // OnLinkDown callbacks still run.
 func (r *Relay) PeerLeaving(nodeID string) { r.leaving.Store(nodeID, struct{}{}) }
 

@@ -8,6 +8,10 @@ import (
 	"github.com/zcluster/zcluster/internal/zinxkit"
 )
 
+// refuseFlush bounds how long a refused connection's queued Challenge may
+// take to be written before the connection is closed.
+const refuseFlush = 200 * time.Millisecond
+
 // serverHandler runs the listener side of every inbound link.
 type serverHandler struct{ r *Relay }
 
@@ -129,6 +133,17 @@ func (in *inbound) handshake(msgID uint32, p []byte) {
 		in.refuseHandshake("wrong secret", "claimed_peer", string(a.nodeID))
 		return
 	}
+	if r.cfg.TLS == nil {
+		if len(a.proof) != 0 {
+			in.refuseHandshake("malformed auth", "cause", "trailing bytes (is the peer running relay TLS?)")
+			return
+		}
+	} else if err := verifyProof(a.proof, r.cfg.TLS.roots, in.nonceS, a.nonceC, a.nodeID); err != nil {
+		// The secret is right but the certificate does not back the
+		// claimed node id: a node impersonating another.
+		in.refuseHandshake("node identity not proven", "claimed_peer", string(a.nodeID), "cause", err)
+		return
+	}
 	in.authed = true
 	if in.timer != nil {
 		in.timer.Stop()
@@ -155,6 +170,10 @@ func (in *inbound) refuseHandshake(reason string, args ...any) {
 	in.refused = true
 	in.r.stats.hsFail.Add(1)
 	in.r.log.Warn("handshake refused", append([]any{"reason", reason, "remote", in.conn.RemoteAddr()}, args...)...)
+	// The Challenge may still be queued (a loaded machine): let it out, so
+	// the peer sees what it reached (a client pointed at a relay port is
+	// told so) rather than a bare close.
+	_ = in.conn.Flush(refuseFlush)
 	in.conn.Close()
 }
 

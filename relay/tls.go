@@ -35,7 +35,25 @@ type TLSConfig struct {
 	// certificate serve the whole cluster.
 	ServerName string
 
-	client *tls.Config // built by prepare
+	client *tls.Config     // built by prepare
+	cert   tls.Certificate // this node's, loaded by prepare
+	roots  *x509.CertPool  // peers' certificates chain to these; nil: system roots
+}
+
+// checkOwnName refuses a certificate that does not name this node's id:
+// peers would refuse every link with it (see identity.go).
+func (t *TLSConfig) checkOwnName(nodeID string) error {
+	leaf := t.cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(t.cert.Certificate[0]); err != nil {
+			return fmt.Errorf("%w: %w", ErrTLSConfig, err)
+		}
+	}
+	if !certNames(leaf, nodeID) {
+		return fmt.Errorf("%w: the relay certificate %s (CN %q, DNS %v) does not name this node's id %q: with relay TLS each node's certificate must carry its node id as a DNS name or the CN", ErrTLSConfig, t.CertFile, leaf.Subject.CommonName, leaf.DNSNames, nodeID)
+	}
+	return nil
 }
 
 // prepare checks t and returns a copy with the dialer's config built.
@@ -43,10 +61,12 @@ func (t *TLSConfig) prepare() (*TLSConfig, error) {
 	if t.CertFile == "" || t.KeyFile == "" {
 		return nil, fmt.Errorf("%w: both a certificate and a key file are needed (cert %q, key %q)", ErrTLSConfig, t.CertFile, t.KeyFile)
 	}
-	if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTLSConfig, err)
 	}
 	c := *t
+	c.cert = cert
 	c.client = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, RootCAs: t.RootCAs}
 	if c.RootCAs == nil && t.CAFile != "" {
 		pool, err := tlsutil.CAPool(t.CAFile)
@@ -55,6 +75,7 @@ func (t *TLSConfig) prepare() (*TLSConfig, error) {
 		}
 		c.client.RootCAs = pool
 	}
+	c.roots = c.client.RootCAs
 	return &c, nil
 }
 

@@ -30,26 +30,41 @@ func issue(t *testing.T, ca *tlsutil.TestCA, name string, hosts ...string) (stri
 
 func TestTLSLinks(t *testing.T) {
 	ca := newTestCA(t)
-	cert, key := issue(t, ca, "node", "127.0.0.1")
-	named, namedKey := issue(t, ca, "named", "zc-relay")
+	// Each node's certificate names its node id, plus where it is reached.
+	byIP := func(id string) *TLSConfig {
+		cert, key := issue(t, ca, id, id, "127.0.0.1")
+		return &TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile}
+	}
+	byName := func(id string) *TLSConfig {
+		cert, key := issue(t, ca, id+"-named", id, "zc-relay")
+		return &TLSConfig{CertFile: cert, KeyFile: key, RootCAs: ca.Pool, ServerName: "zc-relay"}
+	}
+	nameMismatch := func(id string) *TLSConfig {
+		cert, key := issue(t, ca, id+"-other", id, "zc-relay")
+		return &TLSConfig{CertFile: cert, KeyFile: key, RootCAs: ca.Pool}
+	}
+	untrusted := func(id string) *TLSConfig {
+		cert, key := issue(t, ca, id+"-untrusted", id, "127.0.0.1")
+		return &TLSConfig{CertFile: cert, KeyFile: key, RootCAs: newTestCA(t).Pool}
+	}
 	cases := []struct {
 		name   string
-		tls    *TLSConfig
+		tls    func(id string) *TLSConfig
 		wantOK bool
 	}{
-		{"ip-san", &TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile}, true},
-		{"server-name", &TLSConfig{CertFile: named, KeyFile: namedKey, RootCAs: ca.Pool, ServerName: "zc-relay"}, true},
-		{"name-mismatch", &TLSConfig{CertFile: named, KeyFile: namedKey, RootCAs: ca.Pool}, false},
-		{"untrusted-ca", &TLSConfig{CertFile: cert, KeyFile: key, RootCAs: newTestCA(t).Pool}, false},
+		{"ip-san", byIP, true},
+		{"server-name", byName, true},
+		{"name-mismatch", nameMismatch, false},
+		{"untrusted-ca", untrusted, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := &directory{}
 			var got sink
 			a := testConfig("a", "s", dir)
-			a.TLS = tc.tls
+			a.TLS = tc.tls("a")
 			b := testConfig("b", "s", dir)
-			b.TLS = tc.tls
+			b.TLS = tc.tls("b")
 			ra := startRelay(t, a, dir, nil)
 			startRelay(t, b, dir, got.handle)
 			err := ra.Send(ctxT(t), "b", &Envelope{Kind: KindPush, Session: []byte("s1"), Payload: []byte("hi")})
@@ -73,7 +88,7 @@ func TestTLSLinks(t *testing.T) {
 // TestTLSMismatch: a TLS node and a plain node cannot link, either way.
 func TestTLSMismatch(t *testing.T) {
 	ca := newTestCA(t)
-	cert, key := issue(t, ca, "node", "127.0.0.1")
+	cert, key := issue(t, ca, "sec", "sec", "127.0.0.1")
 	dir := &directory{}
 	sec := testConfig("sec", "s", dir)
 	sec.TLS = &TLSConfig{CertFile: cert, KeyFile: key, RootCAs: ca.Pool}
@@ -89,7 +104,8 @@ func TestTLSMismatch(t *testing.T) {
 
 func TestTLSConfigRefused(t *testing.T) {
 	ca := newTestCA(t)
-	cert, key := issue(t, ca, "node", "127.0.0.1")
+	cert, key := issue(t, ca, "n", "n", "127.0.0.1")
+	other, otherKey := issue(t, ca, "other", "other", "127.0.0.1")
 	empty := filepath.Join(t.TempDir(), "empty.pem")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -100,6 +116,7 @@ func TestTLSConfigRefused(t *testing.T) {
 		{CertFile: key, KeyFile: cert},
 		{CertFile: cert, KeyFile: key, CAFile: empty},
 		{CertFile: cert, KeyFile: key, CAFile: filepath.Join(t.TempDir(), "missing.pem")},
+		{CertFile: other, KeyFile: otherKey, RootCAs: ca.Pool}, // does not name "n"
 	} {
 		cfg := testConfig("n", "s", &directory{})
 		cfg.TLS = &tc

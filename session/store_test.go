@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -639,4 +640,42 @@ func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// TestRefreshErrorKeepsLost: a refresh that fails on one binding (its user
+// key holds the wrong type) still returns, with the error, the bindings it
+// found lost, across batches too (the failure is in the second pipeline).
+func TestRefreshErrorKeepsLost(t *testing.T) {
+	c := newClient(t, testkit.Redis(t))
+	s := newStore(t, c, nil)
+	ctx := testCtx(t)
+	var bs []Binding
+	for i := range refreshBatch + 2 {
+		b := Binding{Session: fmt.Sprintf("s%d", i), User: fmt.Sprintf("u%d", i), Owner: owner("g1")}
+		if err := s.BindSession(ctx, b.Session, b.Owner); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.BindUser(ctx, b.User, b.Session); err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	// u0 (first batch) logged in elsewhere; u1001 (second batch) broken.
+	if err := c.Set(ctx, "zc:u:u0", "elsewhere", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	broken := fmt.Sprintf("zc:u:u%d", refreshBatch+1)
+	if err := c.Del(ctx, broken).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RPush(ctx, broken, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	lost, err := s.Refresh(ctx, bs)
+	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Fatalf("refresh error = %v, want the WRONGTYPE failure", err)
+	}
+	if len(lost) != 1 || lost[0].User != "u0" {
+		t.Fatalf("lost = %+v, want u0's binding", lost)
+	}
 }

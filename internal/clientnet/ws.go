@@ -121,6 +121,7 @@ func ListenWS(cfg WSConfig, h Handler) (*WSServer, error) {
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:       cfg.HandshakeTimeout, // keep-alive between plain HTTP requests (upgraded connections are ours)
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -172,6 +173,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		if ev.Type != registry.NodeRemoved {
 			n.avoid.Delete(ev.Node.ID) // (re)registered: pick it again
+		} else if slices.Contains(n.Relay.Peers(), ev.Node.ID) {
+			// A peer that deregistered closes its end next: that is its
+			// clean stop, not a failure. (A stopping node tells only the
+			// peers it has links to; this covers the others.)
+			n.Relay.PeerLeaving(ev.Node.ID)
 		}
 		n.scheduleDrop(ev.Node.ID, ev.Type == registry.NodeRemoved)
 	})

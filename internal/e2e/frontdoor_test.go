@@ -22,6 +22,7 @@ import (
 	"github.com/zcluster/zcluster/internal/testkit"
 	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/relay"
 )
 
 // The gate's front door (issue 9): per-connection backpressure and the
@@ -680,5 +681,62 @@ func TestRedisPrefixSeparatesClusters(t *testing.T) {
 	}
 	if len(blue) != len(zc) {
 		t.Fatalf("the two clusters wrote different key sets: zc: %v, blue: %v", zc, blue)
+	}
+}
+
+// TestReplyForAnotherNodesRequestRefused: a node that holds the secret
+// (here a hand-made relay connection named "intruder") cannot answer
+// requests the gate forwarded to another node: its Reply and Done for
+// them are dropped, and the real answer still arrives. (It cannot claim to
+// be that node either once relay TLS is on: see relay TestTLSNodeIdentity
+// and TestTLSRelayNodeIdentity.)
+func TestReplyForAnotherNodesRequestRefused(t *testing.T) {
+	c := newCluster(t)
+	release := make(chan struct{})
+	g := c.startGate("gate-1")
+	c.startBackend("im-1", chat.GroupIM, setupHold(release))
+	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
+	victim := dial(t, g)
+	vr := chatkit.Login(t, victim, "victim")
+	if err := victim.Send(msgHold, []byte("real")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if g.Pending() != 1 {
+			return fmt.Errorf("%d pending, want the held request", g.Pending())
+		}
+		return nil
+	})
+
+	p := dialRelay(t, g.RelayAddr())
+	p.send(relay.FrameAuth, relayAuth(c.secret, p.challenge(), "intruder"))
+	if id, _, err := p.read(); err != nil || id != relay.FrameAccept {
+		t.Fatalf("intruder with the secret: %d %v", id, err)
+	}
+	// The request's sequence number is small (the gate counts from 1);
+	// answer every candidate, as a final reply, a plain reply and a Done.
+	for seq := uint64(1); seq <= 64; seq++ {
+		p.send(relay.FrameEnvelope, envelope(t, relay.Envelope{Kind: relay.KindReply, MsgID: msgHold, Seq: seq, Session: []byte(vr.Session), Payload: []byte("forged")}))
+		p.send(relay.FrameEnvelope, envelope(t, relay.Envelope{Kind: relay.KindReply, Flags: relay.FlagDone, MsgID: msgHold, Seq: seq, Session: []byte(vr.Session), Payload: []byte("forged")}))
+		p.send(relay.FrameEnvelope, envelope(t, relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, MsgID: msgHold, Seq: seq, Session: []byte(vr.Session), Payload: []byte("forged error")}))
+	}
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := g.RefusedReplies(); n < 128 {
+			return fmt.Errorf("%d forged replies refused so far", n)
+		}
+		return nil
+	})
+	if g.Pending() != 1 {
+		t.Fatalf("%d pending after the forgeries, want the real request still open", g.Pending())
+	}
+	close(release)
+	f := chatkit.Expect(t, victim, msgHold)
+	if string(f.Payload) != "real" {
+		t.Fatalf("the victim got %q first, want the real answer", f.Payload)
+	}
+	select {
+	case f := <-victim.Frames():
+		t.Fatalf("the victim got a forged frame %d %q", f.MsgID, f.Payload)
+	case <-time.After(200 * time.Millisecond):
 	}
 }

@@ -76,9 +76,21 @@ func TestLifecycleLogAndQuietShutdown(t *testing.T) {
 		_ = conn.Send(chat.MsgChainEcho, []byte(fmt.Sprintf("ping %d", i)))
 		chatkit.Expect(t, conn, chat.MsgChainEcho)
 	}
+	// A second gate only receives (a push to its user): it has no link to
+	// im, im has one to it. Its clean stop is no failure on im's side.
+	g2 := c.startGate("gate-2")
+	amy := chatkit.Dial(t, g2.ListenAddr())
+	chatkit.Login(t, amy, "amy")
+	if r := sendChat(t, conn, "amy", "hello"); !r.OK {
+		t.Fatalf("send to amy: %+v", r)
+	}
+	chatkit.Expect(t, amy, chat.MsgDelivered)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if err := g2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for _, b := range []*backend.Backend{im1, im2, echo} {
 		before := b.RelayStats()
 		if err := b.Shutdown(ctx); err != nil {
@@ -97,10 +109,10 @@ func TestLifecycleLogAndQuietShutdown(t *testing.T) {
 	lines := logs.snapshot()
 	for _, l := range lines {
 		if strings.Contains(strings.ToLower(l), "link") {
-			t.Errorf("per-link line at info: %s", l)
+			t.Errorf("per-link line at info, or a link failure during clean stops: %s", l)
 		}
 	}
-	for _, id := range []string{"gate-1", "im-1", "im-2", "echo-1"} {
+	for _, id := range []string{"gate-1", "gate-2", "im-1", "im-2", "echo-1"} {
 		var registered, stopped int
 		for _, l := range lines {
 			if !strings.Contains(l, "node="+id+" ") && !strings.HasSuffix(l, "node="+id) {

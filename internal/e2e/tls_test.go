@@ -243,12 +243,11 @@ func TestTLSClientListener(t *testing.T) {
 // clients as usual (including a backend-to-backend call); their relay
 // ports speak only TLS.
 func TestTLSRelay(t *testing.T) {
-	ca, cert, key := testCA(t)
-	rt := &relay.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile}
+	ca, _, _ := testCA(t)
 	c := newCluster(t)
-	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.RelayTLS = rt })
-	b := c.startBackendWith("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.RelayTLS = rt })
-	c.startBackendWith("echo-1", chat.GroupEcho, func(cfg *backend.Config) { cfg.RelayTLS = rt })
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.RelayTLS = nodeTLS(t, ca, "gate-1") })
+	b := c.startBackendWith("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.RelayTLS = nodeTLS(t, ca, "im-1") })
+	c.startBackendWith("echo-1", chat.GroupEcho, func(cfg *backend.Config) { cfg.RelayTLS = nodeTLS(t, ca, "echo-1") })
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
 	c.waitGroupSize(chat.GroupEcho, 1, 5*time.Second)
 
@@ -289,17 +288,102 @@ func TestTLSRelay(t *testing.T) {
 	}
 }
 
+// nodeTLS issues a relay certificate for node id (its id as a DNS name, and
+// the loopback address it is reached at) and returns its relay TLS config.
+func nodeTLS(t *testing.T, ca *tlsutil.TestCA, id string) *relay.TLSConfig {
+	t.Helper()
+	cert, key, err := ca.Issue(id, id, "127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &relay.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile}
+}
+
+// TestTLSRelayNodeIdentity: under relay TLS a node id is backed by a
+// certificate. A node whose certificate names another id does not start
+// (it names the problem), and a connection that holds the secret but no
+// certificate for the id it claims is refused before anything it sends is
+// acted on, so it cannot speak as, or for, another node.
+func TestTLSRelayNodeIdentity(t *testing.T) {
+	ca, _, _ := testCA(t)
+	c := newCluster(t)
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.RelayTLS = nodeTLS(t, ca, "gate-1") })
+	c.startBackendWith("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.RelayTLS = nodeTLS(t, ca, "im-1") })
+	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
+	victim := dial(t, g)
+	vr := chatkit.Login(t, victim, "victim")
+
+	// A node started with mallory's certificate under the id im-2.
+	cli, rdb := c.clients()
+	b, err := backend.New(backend.Config{
+		Node: zccluster.Node{
+			ID:          "im-2",
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			RelayTLS:    nodeTLS(t, ca, "mallory"),
+			Logger:      c.log,
+		},
+		Group: chat.GroupIM,
+	})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = b.Start(ctx)
+		cancel()
+		if err == nil {
+			_ = b.Shutdown(context.Background())
+		}
+	}
+	if !errors.Is(err, relay.ErrTLSConfig) || !strings.Contains(err.Error(), `does not name this node's id "im-2"`) {
+		t.Fatalf("a node whose certificate names another id: %v, want relay.ErrTLSConfig naming the id", err)
+	}
+
+	// The secret, over TLS, claiming im-1, without its certificate.
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", g.RelayAddr(), &tls.Config{RootCAs: ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	p := &relayProbe{t: t, nc: conn}
+	p.send(relay.FrameAuth, relayAuth(c.secret, p.challenge(), "im-1"))
+	p.send(relay.FrameEnvelope, envelope(t, relay.Envelope{Kind: relay.KindLeaving}))
+	p.send(relay.FrameEnvelope, envelope(t, relay.Envelope{Kind: relay.KindPush, MsgID: chat.MsgDelivered, Session: []byte(vr.Session), Payload: []byte(`{"from":"im-1","text":"forged"}`)}))
+	if id, _, err := p.read(); err == nil {
+		t.Fatalf("the impostor of im-1 got frame %d, want the connection closed", id)
+	}
+	// im-1 is still used (not marked leaving), the victim got nothing.
+	for i := range 3 {
+		want := fmt.Sprintf("still im-1 %d", i)
+		_ = victim.Send(chat.MsgEcho, []byte(want))
+		if f := chatkit.Expect(t, victim, chat.MsgEcho); string(f.Payload) != want {
+			t.Fatalf("echo %q, want %q", f.Payload, want)
+		}
+	}
+	select {
+	case f := <-victim.Frames():
+		t.Fatalf("the victim got %d %q", f.MsgID, f.Payload)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n := g.RelayStats().HandshakeFailures; n == 0 {
+		t.Fatal("the gate's relay counted no refused handshake")
+	}
+}
+
 // TestTLSFlags: `zcluster gate` and `zcluster backend` processes with the
 // TLS flags: a TLS client logs in and is answered by the backend over a TLS
 // relay link.
 func TestTLSFlags(t *testing.T) {
 	ca, cert, key := testCA(t)
 	c := newCluster(t)
-	relayFlags := []string{"--relay-tls-cert", cert, "--relay-tls-key", key, "--relay-tls-ca", ca.CAFile}
+	relayFlags := func(id string) []string {
+		rt := nodeTLS(t, ca, id)
+		return []string{"--relay-tls-cert", rt.CertFile, "--relay-tls-key", rt.KeyFile, "--relay-tls-ca", ca.CAFile}
+	}
 	addr := testkit.FreeAddr(t)
 	startProc(t, c.nodeArgs("gate", "gate-p", append([]string{"--listen", addr, "--relay", "127.0.0.1:0",
-		"--tls-cert", cert, "--tls-key", key}, relayFlags...)...)...)
-	startProc(t, c.nodeArgs("backend", "im-p", append([]string{"--group", chat.GroupIM, "--relay", "127.0.0.1:0"}, relayFlags...)...)...)
+		"--tls-cert", cert, "--tls-key", key}, relayFlags("gate-p")...)...)...)
+	startProc(t, c.nodeArgs("backend", "im-p", append([]string{"--group", chat.GroupIM, "--relay", "127.0.0.1:0"}, relayFlags("im-p")...)...)...)
 	// An in-process gate only watches the topology: both processes are up
 	// once it sees them.
 	w := c.startGate("watcher")

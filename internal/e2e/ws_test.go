@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -534,5 +535,57 @@ func TestWebSocketFrontDoorLimits(t *testing.T) {
 			t.Fatalf("%d echoes, %d rate limited; want about 5 echoes", echoes, limited)
 		}
 		stillOpen(t, fast, "rate-limited websocket client")
+	})
+}
+
+// TestGateProcessWebSocketFlags: `zcluster gate --ws-listen --ws-path
+// --kcp-listen --http` (a real process) accepts WebSocket and KCP clients,
+// serves the chat page and its endpoint list on --http, and counts
+// connections by transport in /metrics.
+func TestGateProcessWebSocketFlags(t *testing.T) {
+	c := newCluster(t)
+	wsAddr, kcpAddr, httpAddr := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
+	startProc(t, c.nodeArgs("gate", "gate-ws", "--listen", testkit.FreeAddr(t), "--relay", testkit.FreeAddr(t),
+		"--ws-listen", wsAddr, "--ws-path", "/game", "--kcp-listen", kcpAddr, "--http", httpAddr)...)
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	wsURL := "ws://" + wsAddr + "/game"
+	testkit.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		code, body, err := get("/chat/endpoints.json")
+		if err != nil || code != http.StatusOK || !strings.Contains(body, `"url":"`+wsURL+`"`) {
+			return fmt.Errorf("endpoints.json: %d %q %v", code, body, err)
+		}
+		return nil
+	})
+	if code, body, err := get("/chat/"); err != nil || code != http.StatusOK || !strings.Contains(body, "zcluster.js") {
+		t.Fatalf("/chat/: %d %v", code, err)
+	}
+	ws := dialWS(t, wsURL, zclient.WSOptions{Header: http.Header{"Origin": {"http://" + httpAddr}}})
+	if r := chatkit.Login(t, ws, "wendy"); r.Gate != "gate-ws" {
+		t.Fatalf("logged in on %s", r.Gate)
+	}
+	chatkit.Login(t, dialKCP(t, kcpAddr), "kai")
+	testkit.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		_, body, err := get("/metrics")
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{`transport="ws"} 1`, `transport="kcp"} 1`, `transport="tcp"} 0`} {
+			found := false
+			for _, line := range strings.Split(body, "\n") {
+				found = found || (strings.HasPrefix(line, "zcluster_client_connections{") && strings.HasSuffix(line, want))
+			}
+			if !found {
+				return fmt.Errorf("/metrics has no zcluster_client_connections{...%s", want)
+			}
+		}
+		return nil
 	})
 }
