@@ -329,7 +329,7 @@ func TestCallBusyPastMaxCalls(t *testing.T) {
 	t.Cleanup(bl.open)
 	c.startBackendTuned("im-1", chat.GroupIM, nil, func(b *backend.Server) {
 		b.Handle(msgSlowCall, "slow-call", func(c *backend.Context) error {
-			out, err := c.Call("slow", msgSlow, c.Payload())
+			out, err := c.Call(c.Context(), "slow", msgSlow, c.Payload())
 			if err != nil {
 				return err
 			}
