@@ -351,6 +351,11 @@ func (s *Server) waitHandlers(ctx context.Context) error {
 	case <-finished:
 		return nil
 	case <-ctx.Done():
+		select {
+		case <-finished: // both ready: the handlers did finish
+			return nil
+		default:
+		}
 		n := s.inflight.Load()
 		s.log.Warn("shutdown gave up waiting for running handlers", "running", n, "cause", ctx.Err())
 		return fmt.Errorf("backend %s: shutdown: %d handlers still running: %w", s.cfg.ID, n, ctx.Err())
