@@ -6,6 +6,12 @@
 // the payload and the ways to answer: Reply, Push, PushUser, Broadcast, Kick,
 // and Call to another backend group.
 //
+// Each session has its own queue on the node: its messages run in order,
+// one at a time, while other sessions' run beside them (Config.Workers). A
+// session that floods or whose handler is slow holds up only itself: past
+// its bounds its next message is answered at once with an error frame
+// "busy". Calls run on goroutines of their own, never behind a queue.
+//
 //	b, _ := backend.New(backend.Config{ID: "im-1", Group: "im", Etcd: etcd, Redis: rdb, Secret: secret})
 //	b.Handle(4, "echo", func(c *backend.Context) error { return c.Reply(4, c.Payload()) })
 //	_ = b.Start(ctx)
