@@ -469,16 +469,19 @@ func (s *Server) onCall(env *relay.Envelope) {
 		s.track(t.kind, t.session, t.user, t.source)
 	}
 	s.startMu.Lock()
-	defer s.startMu.Unlock()
+	stopping := s.stopping
 	switch {
-	case s.stopping:
-		s.callsRunning.Add(-1)
-		s.inflight.Add(-1)
-		s.refuse(env, s.stoppingText)
+	case stopping:
 	case !s.live.Load():
 		s.early = append(s.early, t)
 	default:
 		s.goCall(t)
+	}
+	s.startMu.Unlock()
+	if stopping { // refuse takes startMu itself
+		s.callsRunning.Add(-1)
+		s.inflight.Add(-1)
+		s.refuse(env, s.stoppingText)
 	}
 }
 
