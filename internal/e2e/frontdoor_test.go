@@ -112,7 +112,8 @@ func (v *victim) stop(t *testing.T, bound time.Duration) {
 // the gate then also waits for its send queue to drain before reading on.
 func TestPipelinedRequestsAllAnswered(t *testing.T) {
 	c := newCluster(t)
-	g := c.startGate("gate-1")
+	// The pipelining connections stay anonymous, however slow the machine.
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.LoginTimeout = -1 })
 	c.startBackend("im-1", chat.GroupIM)
 	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
 
@@ -536,6 +537,7 @@ func TestBadClientInputBlamesNoNode(t *testing.T) {
 		cfg.MaxFrame = 2 << 20
 		cfg.SendQueue = 8 << 20
 		cfg.RequestTimeout = 30 * time.Second // 1.5 MiB echoes on a loaded machine
+		cfg.LoginTimeout = -1 // the 1.5 MiB client stays anonymous
 	}, func(g *gate.Gate) {
 		g.Handle(msgRawLogin, "raw-login", func(ctx *gate.Context) error {
 			if err := ctx.Login(string(ctx.Payload())); err != nil {
