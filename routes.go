@@ -15,7 +15,9 @@ func newRoutesCmd(c *cli) *cobra.Command {
 		Short: "Show the routing table: msgID -> group -> nodes (reads etcd)",
 		Long: `routes reads the routes every node published in etcd and prints, per msgID,
 its name, the group that serves it and the live nodes of that group. A
-msgID claimed by two groups is marked as a conflict. -o json prints the
+msgID claimed by two groups is marked as a conflict. A msgID whose group
+has no live node any more (for an hour after its last node left) is listed
+as down: gates answer it with "no live node for group". -o json prints the
 same data for scripts.`,
 		Example: `  zcluster routes --etcd 127.0.0.1:2379`,
 		Args:    cobra.NoArgs,

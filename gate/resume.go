@@ -71,11 +71,21 @@ type inboxConn struct {
 }
 
 // add registers ic for its user; false if its connection already resumed.
+// A resumed connection of the same user on this gate (an older login, being
+// kicked) stops getting reliable messages.
 func (h *inboxHub) add(ic *inboxConn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old := h.byUser[ic.user]; old != nil && old.c == ic.c {
+	old := h.byUser[ic.user]
+	if old != nil && old.c == ic.c {
 		return false
+	}
+	if old != nil {
+		old.mu.Lock()
+		old.closed = true
+		old.stopTimerLocked()
+		old.held = nil
+		old.mu.Unlock()
 	}
 	h.byUser[ic.user] = ic
 	return true

@@ -59,6 +59,7 @@ const (
 	TransportKCP = clientnet.TransportKCP
 )
 
+// String returns the transport's name ("tcp", "ws", "kcp").
 func (t transport) String() string {
 	switch t {
 	case transportWS:
@@ -157,14 +158,17 @@ type clientHandler struct{ g *Gate }
 
 var _ zinxkit.Handler = clientHandler{}
 
+// OnOpen implements zinxkit.Handler.
 func (h clientHandler) OnOpen(conn *zinxkit.Conn) { conn.Value = h.g.openClient(conn, transportTCP) }
 
+// OnClose implements zinxkit.Handler.
 func (h clientHandler) OnClose(conn *zinxkit.Conn) {
 	if c, ok := conn.Value.(*client); ok {
 		h.g.closeClient(c)
 	}
 }
 
+// OnFrame implements zinxkit.Handler.
 func (h clientHandler) OnFrame(conn *zinxkit.Conn, msgID uint32, payload []byte) {
 	if c, ok := conn.Value.(*client); ok {
 		h.g.onFrame(c, msgID, payload)
@@ -179,14 +183,17 @@ type netHandler struct {
 
 var _ clientnet.Handler = netHandler{}
 
+// OnOpen implements clientnet.Handler.
 func (h netHandler) OnOpen(conn *clientnet.Conn) { conn.Value = h.g.openClient(conn, h.tr) }
 
+// OnClose implements clientnet.Handler.
 func (h netHandler) OnClose(conn *clientnet.Conn) {
 	if c, ok := conn.Value.(*client); ok {
 		h.g.closeClient(c)
 	}
 }
 
+// OnFrame implements clientnet.Handler.
 func (h netHandler) OnFrame(conn *clientnet.Conn, msgID uint32, payload []byte) {
 	if c, ok := conn.Value.(*client); ok {
 		h.g.onFrame(c, msgID, payload)

@@ -74,7 +74,7 @@ const (
 	// maxBatch is how many appends one pipeline carries.
 	maxBatch = 256
 	// maxPipelines is how many append pipelines may be in flight at once.
-	maxPipelines = 4
+	maxPipelines = 8
 )
 
 // Sentinel errors.
@@ -502,13 +502,25 @@ type Head struct {
 	Last  uint64
 }
 
-// Heads returns the epoch and last offset of every user's inbox, in one
-// pipeline (HMGET per user). A user whose inbox has no meta gets a zero
-// Head.
+// headsBatch is how many users one Heads pipeline carries.
+const headsBatch = 1000
+
+// Heads returns the epoch and last offset of every user's inbox, one
+// pipeline (HMGET per user) per 1000 users. A user whose inbox has no meta
+// gets a zero Head.
 func (s *Store) Heads(ctx context.Context, users []string) ([]Head, error) {
-	if len(users) == 0 {
-		return nil, nil
+	out := make([]Head, 0, len(users))
+	for start := 0; start < len(users); start += headsBatch {
+		part, err := s.heads(ctx, users[start:min(start+headsBatch, len(users))])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, part...)
 	}
+	return out, nil
+}
+
+func (s *Store) heads(ctx context.Context, users []string) ([]Head, error) {
 	pipe := s.cfg.Client.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(users))
 	for i, u := range users {

@@ -227,15 +227,18 @@ func loginAnswer(ctx context.Context, conn *zclient.Conn, addr, user string) (ch
 		case errors.Is(err, context.DeadlineExceeded):
 			return lr, fmt.Errorf("no answer from %s (is it a zcluster gate?)", addr)
 		case err != nil:
+			// A relay port greets first, then closes on the login; the
+			// greeting can be lost with the close. Ask it again, saying
+			// nothing this time.
+			if greetsLikeRelay(ctx, addr) {
+				return lr, fmt.Errorf("%s is not a zcluster gate (a relay port?): it greets with a relay handshake challenge", addr)
+			}
 			return lr, fmt.Errorf("%s closed the connection without answering the login (is it a zcluster gate?)", addr)
 		}
 		switch f.MsgID {
 		case chat.MsgLogin:
 			if err := json.Unmarshal(f.Payload, &lr); err != nil || (!lr.OK && lr.Error == "") {
-				// A relay listener greets every connection with its
-				// handshake challenge (relay.FrameChallenge is msgID 1
-				// too): version byte, 32-byte nonce.
-				if f.MsgID == relay.FrameChallenge && len(f.Payload) == 33 && f.Payload[0] == relay.Version {
+				if isRelayChallenge(f) {
 					return lr, fmt.Errorf("%s is not a zcluster gate (a relay port?): it greeted with a relay handshake challenge", addr)
 				}
 				return lr, fmt.Errorf("%s is not a zcluster gate: it answered the login with %q", addr, clip(f.Payload, 40))
@@ -254,6 +257,27 @@ func loginAnswer(ctx context.Context, conn *zclient.Conn, addr, user string) (ch
 		}
 		return lr, fmt.Errorf("%s is not a zcluster gate running the chat app: it answered the login with msgID %d %q", addr, f.MsgID, clip(f.Payload, 40))
 	}
+}
+
+// isRelayChallenge reports whether f is the greeting of a relay listener:
+// its handshake challenge (relay.FrameChallenge, which is msgID 1 like a
+// login): version byte, 32-byte nonce.
+func isRelayChallenge(f zclient.Frame) bool {
+	return f.MsgID == relay.FrameChallenge && len(f.Payload) == 33 && f.Payload[0] == relay.Version
+}
+
+// greetsLikeRelay connects to addr again, sends nothing, and reports
+// whether it greets with a relay handshake challenge within a second.
+func greetsLikeRelay(ctx context.Context, addr string) bool {
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn, err := zclient.Dial(pctx, addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	f, err := conn.Recv(pctx)
+	return err == nil && isRelayChallenge(f)
 }
 
 // clip returns at most n bytes of b, with "..." when cut.

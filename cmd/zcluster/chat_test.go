@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/relay"
 )
 
 // silentService accepts connections, reads whatever comes and never
@@ -25,6 +28,37 @@ func silentService(t *testing.T) string {
 				return
 			}
 			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// lossyRelay behaves like a relay listener whose greeting is lost: a client
+// that sends first is cut off with nothing; one that waits gets the relay
+// handshake challenge.
+func lossyRelay(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				if n, _ := c.Read(make([]byte, 1)); n > 0 {
+					return
+				}
+				challenge := append([]byte{relay.Version}, make([]byte, 32)...)
+				_, _ = c.Write(frame.Append(nil, relay.FrameChallenge, challenge))
+				time.Sleep(time.Second)
+			}()
 		}
 	}()
 	return l.Addr().String()
@@ -57,6 +91,13 @@ func TestChatWrongPort(t *testing.T) {
 	}
 	if took > loginAnswerTimeout {
 		t.Errorf("chat to the relay port took %v", took)
+	}
+
+	// A relay whose greeting was lost when it closed on the login (it
+	// happens on a loaded machine) is still recognised: chat asks again.
+	lossy := lossyRelay(t)
+	if _, err := chatTo(lossy); err == nil || !strings.Contains(err.Error(), "not a zcluster gate (a relay port?)") {
+		t.Errorf("chat to a relay that lost its greeting: %v, want %q", err, "not a zcluster gate (a relay port?)")
 	}
 
 	silent := silentService(t)

@@ -302,6 +302,7 @@ func checkFrames(msg []byte, maxFrame int) (int, string) {
 // wsWriteConn sends each write of a frame.Writer as one binary message.
 type wsWriteConn struct{ ws *websocket.Conn }
 
+// Write sends b, whole frames, as one binary message.
 func (w wsWriteConn) Write(b []byte) (int, error) {
 	if err := w.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
 		return 0, err
@@ -309,6 +310,7 @@ func (w wsWriteConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// SetWriteDeadline bounds the next Write.
 func (w wsWriteConn) SetWriteDeadline(t time.Time) error { return w.ws.SetWriteDeadline(t) }
 
 // originAllowed applies WSConfig.Origins to an upgrade request.

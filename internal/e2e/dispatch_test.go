@@ -67,7 +67,7 @@ func TestDispatchSessionQueueFull(t *testing.T) {
 	g := c.startGate("gate-1")
 	bl := newBlocker()
 	t.Cleanup(bl.open)
-	c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.QueueLen = 4 }, func(b *backend.Server) {
+	b := c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.QueueLen = 4 }, func(b *backend.Server) {
 		_ = chat.SetupBackend(b)
 		b.Handle(msgBlock, "block", bl.handle, backend.Anonymous())
 	})
@@ -86,6 +86,9 @@ func TestDispatchSessionQueueFull(t *testing.T) {
 		if e.MsgID != msgBlock || !strings.Contains(e.Error, "busy") {
 			t.Fatalf("want a busy error frame for msgID %d, got %+v", msgBlock, e)
 		}
+	}
+	if n := b.Refused(); n != 6 {
+		t.Errorf("Refused() = %d, want 6 (the zcluster_backend_busy_total metric)", n)
 	}
 	// Another session is not held up by the stuck one.
 	for i := range 5 {

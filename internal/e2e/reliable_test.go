@@ -400,3 +400,90 @@ func TestReliableHostileResume(t *testing.T) {
 		}
 	}
 }
+
+// TestReliableLostPushRecovered: a message stored without its push (as when
+// the push went to a gate the user had just left) still reaches the
+// resumed user: at once when the next message shows the hole in the
+// offsets (on a gate whose sweep is 10s away, so only the hole can explain
+// it), and by the gate's sweep (every SessionTTL/3) when no message follows.
+func TestReliableLostPushRecovered(t *testing.T) {
+	c, rs := newClusterRedis(t)
+	g1 := c.startGate("gate-1")
+	slow := startGateSessionTTL(c, "gate-slow", 30*time.Second)
+	c.startBackend("im-1", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
+	c.waitGroupSize("gate", 2, 5*time.Second)
+	alice := dial(t, g1)
+	chatkit.Login(t, alice, "alice")
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	store, err := inbox.New(inbox.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	silent := func(to, text string) {
+		t.Helper()
+		msg, _ := json.Marshal(chat.Message{From: "ghost", Text: text})
+		if _, err := store.Append(ctx, to, chat.MsgReliableMsg, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A hole: offset 2 stored without a push, 3 pushed.
+	bob := &reader{t: t}
+	conn := dial(t, slow)
+	chatkit.Login(t, conn, "bob")
+	bob.resume(conn)
+	rsend(t, alice, "bob", "pushed 1")
+	bob.waitTexts(1)
+	silent("bob", "lost push 2")
+	start := time.Now()
+	rsend(t, alice, "bob", "pushed 3")
+	texts := bob.waitTexts(3)
+	holeFilled := time.Since(start)
+	wantTexts(t, texts[1:], "ghost:lost push 2", "alice:pushed 3")
+	if holeFilled > 5*time.Second {
+		t.Fatalf("the hole took %v to fill (the sweep is 10s away)", holeFilled)
+	}
+
+	// No message follows: the sweep of carol's gate finds it.
+	carol := &reader{t: t}
+	cc := dial(t, g1)
+	chatkit.Login(t, cc, "carol")
+	carol.resume(cc)
+	rsend(t, alice, "carol", "pushed 1")
+	carol.waitTexts(1)
+	silent("carol", "lost push 2")
+	start = time.Now()
+	texts = carol.waitTexts(2)
+	wantTexts(t, texts[1:], "ghost:lost push 2")
+	t.Logf("a lost push is delivered %v after the next message shows the hole, %v after it was stored when none follows (sweep every %v)",
+		holeFilled.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), testSessionTTL/3)
+}
+
+// startGateSessionTTL starts a chat gate with its own session TTL (its
+// inbox sweep runs every third of it).
+func startGateSessionTTL(c *cluster, id string, ttl time.Duration) *gate.Gate {
+	c.t.Helper()
+	cli, rdb := c.clients()
+	g, err := gate.New(gate.Config{
+		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
+		Etcd: cli, Redis: rdb, Secret: c.secret,
+		TTL: testTTL, SessionTTL: ttl, RequestTimeout: 3 * time.Second, Logger: c.log,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	chat.SetupGate(g)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := g.Start(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.gates[id] = g
+	c.mu.Unlock()
+	return g
+}

@@ -246,7 +246,7 @@ var (
 	gateOnlySeries = []string{"zcluster_client_connections", "zcluster_client_connections_opened_total",
 		"zcluster_logins_total", "zcluster_kicks_total", "zcluster_messages_in_total", "zcluster_messages_out_total",
 		"zcluster_error_frames_total", "zcluster_sessions", "zcluster_sessions_logged_in", "zcluster_pending_requests"}
-	backendOnlySeries = []string{"zcluster_backend_messages_total", "zcluster_backend_handler_seconds", "zcluster_backend_queued"}
+	backendOnlySeries = []string{"zcluster_backend_messages_total", "zcluster_backend_handler_seconds", "zcluster_backend_queued", "zcluster_backend_busy_total"}
 )
 
 // TestRoleSeries: fed every gate and backend event, a gate's registry has
@@ -275,7 +275,7 @@ func TestRoleSeries(t *testing.T) {
 	}
 	gate, back, all := gather(NewGate(nil)), gather(NewBackend(nil)), gather(New(nil))
 	statusOnly := map[string]bool{"zcluster_sessions": true, "zcluster_sessions_logged_in": true,
-		"zcluster_pending_requests": true, "zcluster_backend_queued": true}
+		"zcluster_pending_requests": true, "zcluster_backend_queued": true, "zcluster_backend_busy_total": true}
 	for _, n := range gateOnlySeries {
 		if statusOnly[n] {
 			continue

@@ -32,6 +32,7 @@ type GateStatus interface {
 type BackendStatus interface {
 	NodeStatus
 	Queued() int64
+	Refused() int64
 }
 
 type statusSource struct {
@@ -59,7 +60,7 @@ type statusCollector struct {
 // gateOnly and backendOnly are the status series of one role.
 var (
 	gateOnly    = []string{"sessions", "logged_in", "pending"}
-	backendOnly = []string{"queued"}
+	backendOnly = []string{"queued", "busy"}
 )
 
 func (c *statusCollector) desc(name, help string) *prometheus.Desc {
@@ -87,6 +88,7 @@ func (c *statusCollector) descs() map[string]*prometheus.Desc {
 		"logged_in":           c.desc("sessions_logged_in", "Logged-in client sessions on the gate."),
 		"pending":             c.desc("pending_requests", "Requests the gate forwarded to a backend and awaits an answer for (queue depth)."),
 		"queued":              c.desc("backend_queued", "Messages the backend holds: queued or being handled (queue depth)."),
+		"busy":                c.desc("backend_busy_total", "Messages and Calls the backend answered busy: a session's queue, the node's queued bytes or its Calls at their limit."),
 	}
 }
 
@@ -141,5 +143,6 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if b := src.backend; b != nil && c.role.backend() {
 		gauge("queued", float64(b.Queued()))
+		counter("busy", float64(b.Refused()))
 	}
 }
