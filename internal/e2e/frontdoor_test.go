@@ -537,7 +537,7 @@ func TestBadClientInputBlamesNoNode(t *testing.T) {
 		cfg.MaxFrame = 2 << 20
 		cfg.SendQueue = 8 << 20
 		cfg.RequestTimeout = 30 * time.Second // 1.5 MiB echoes on a loaded machine
-		cfg.LoginTimeout = -1 // the 1.5 MiB client stays anonymous
+		cfg.LoginTimeout = -1                 // the 1.5 MiB client stays anonymous
 	}, func(g *gate.Gate) {
 		g.Handle(msgRawLogin, "raw-login", func(ctx *gate.Context) error {
 			if err := ctx.Login(string(ctx.Payload())); err != nil {
