@@ -6,6 +6,12 @@
 // the payload and the ways to answer: Reply, Push, PushUser, Broadcast, Kick,
 // and Call to another backend group.
 //
+// Each session has its own queue on the node: its messages run in order,
+// one at a time, while other sessions' run beside them (Config.Workers). A
+// session that floods or whose handler is slow holds up only itself: past
+// its bounds its next message is answered at once with an error frame
+// "busy". Calls run on goroutines of their own, never behind a queue.
+//
 //	b, _ := backend.New(backend.Config{ID: "im-1", Group: "im", Etcd: etcd, Redis: rdb, Secret: secret})
 //	b.Handle(4, "echo", func(c *backend.Context) error { return c.Reply(4, c.Payload()) })
 //	_ = b.Start(ctx)
@@ -351,6 +357,11 @@ func (s *Server) waitHandlers(ctx context.Context) error {
 	case <-finished:
 		return nil
 	case <-ctx.Done():
+		select {
+		case <-finished: // both ready: the handlers did finish
+			return nil
+		default:
+		}
 		n := s.inflight.Load()
 		s.log.Warn("shutdown gave up waiting for running handlers", "running", n, "cause", ctx.Err())
 		return fmt.Errorf("backend %s: shutdown: %d handlers still running: %w", s.cfg.ID, n, ctx.Err())
@@ -458,16 +469,19 @@ func (s *Server) onCall(env *relay.Envelope) {
 		s.track(t.kind, t.session, t.user, t.source)
 	}
 	s.startMu.Lock()
-	defer s.startMu.Unlock()
+	stopping := s.stopping
 	switch {
-	case s.stopping:
-		s.callsRunning.Add(-1)
-		s.inflight.Add(-1)
-		s.refuse(env, s.stoppingText)
+	case stopping:
 	case !s.live.Load():
 		s.early = append(s.early, t)
 	default:
 		s.goCall(t)
+	}
+	s.startMu.Unlock()
+	if stopping { // refuse takes startMu itself
+		s.callsRunning.Add(-1)
+		s.inflight.Add(-1)
+		s.refuse(env, s.stoppingText)
 	}
 }
 

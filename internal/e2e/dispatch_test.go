@@ -307,3 +307,45 @@ func TestHandleRefusesBadMsgIDs(t *testing.T) {
 		t.Errorf("Start error %v does not wrap ErrConfig", err)
 	}
 }
+
+// TestCallBusyPastMaxCalls: past MaxCalls running Call handlers, a Call
+// fails at once with "busy" (the client's error frame says so) instead of
+// waiting for CallTimeout; the running one still completes.
+func TestCallBusyPastMaxCalls(t *testing.T) {
+	const msgSlowCall, msgSlow uint32 = 707, 708
+	c := newCluster(t)
+	g := c.startGate("gate-1")
+	bl := newBlocker()
+	t.Cleanup(bl.open)
+	c.startBackendTuned("im-1", chat.GroupIM, nil, func(b *backend.Server) {
+		b.Handle(msgSlowCall, "slow-call", func(c *backend.Context) error {
+			out, err := c.Call("slow", msgSlow, c.Payload())
+			if err != nil {
+				return err
+			}
+			return c.Reply(c.MsgID(), out)
+		}, backend.Anonymous())
+	})
+	c.startBackendTuned("slow-1", "slow", func(cfg *backend.Config) { cfg.MaxCalls = 1 }, func(b *backend.Server) {
+		b.HandleCall(msgSlow, "slow", bl.handle)
+	})
+	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
+	c.waitGroupSize("slow", 1, 5*time.Second)
+	a, b := dial(t, g), dial(t, g)
+	_ = a.Send(msgSlowCall, []byte("a"))
+	select {
+	case <-bl.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first Call did not start")
+	}
+	start := time.Now()
+	_ = b.Send(msgSlowCall, []byte("b"))
+	e := decodeError(t, expectFrame(t, b, gate.MsgError, 5*time.Second))
+	if !strings.Contains(e.Error, "busy") || time.Since(start) > 2*time.Second {
+		t.Fatalf("second Call: %+v after %v, want busy at once", e, time.Since(start))
+	}
+	bl.open()
+	if f := expectFrame(t, a, msgSlowCall, 5*time.Second); string(f.Payload) != "a" {
+		t.Fatalf("first Call answered %q", f.Payload)
+	}
+}
