@@ -206,15 +206,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		return errors.New("gate: already started")
 	}
 	var err error
-	g.node, err = clusternode.Start(ctx, clusternode.Config{
-		ID: g.cfg.ID, Group: registry.GateGroup, Kind: registry.KindGate,
-		RelayListen: g.cfg.RelayListen, Advertise: g.cfg.Advertise,
-		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
-		Prefix: g.cfg.Prefix, RedisPrefix: g.cfg.RedisPrefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
-		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
-		InboxMaxLen: g.cfg.InboxMax, InboxTTL: g.cfg.InboxTTL,
-		RelayTLS: g.cfg.RelayTLS,
-	})
+	g.node, err = clusternode.Start(ctx, clusternode.FromNode(g.cfg.Node, registry.GateGroup, registry.KindGate, g.onEnvelope))
 	if err != nil {
 		return fmt.Errorf("gate %s: %w", g.cfg.ID, err)
 	}

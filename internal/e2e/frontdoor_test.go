@@ -193,8 +193,8 @@ const msgHold uint32 = 610
 
 // setupHold runs the chat app plus msgHold, whose handler waits for
 // release (or the backend's stop) before it answers.
-func setupHold(release <-chan struct{}) func(*backend.Server) {
-	return func(b *backend.Server) {
+func setupHold(release <-chan struct{}) func(*backend.Backend) {
+	return func(b *backend.Backend) {
 		_ = chat.SetupBackend(b)
 		b.Handle(msgHold, "hold", func(c *backend.Context) error {
 			select {
