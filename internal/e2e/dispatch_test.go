@@ -327,7 +327,7 @@ func TestCallBusyPastMaxCalls(t *testing.T) {
 	g := c.startGate("gate-1")
 	bl := newBlocker()
 	t.Cleanup(bl.open)
-	c.startBackendTuned("im-1", chat.GroupIM, nil, func(b *backend.Server) {
+	c.startBackendTuned("im-1", chat.GroupIM, nil, func(b *backend.Backend) {
 		b.Handle(msgSlowCall, "slow-call", func(c *backend.Context) error {
 			out, err := c.Call(c.Context(), "slow", msgSlow, c.Payload())
 			if err != nil {
@@ -336,7 +336,7 @@ func TestCallBusyPastMaxCalls(t *testing.T) {
 			return c.Reply(c.MsgID(), out)
 		}, backend.Anonymous())
 	})
-	c.startBackendTuned("slow-1", "slow", func(cfg *backend.Config) { cfg.MaxCalls = 1 }, func(b *backend.Server) {
+	c.startBackendTuned("slow-1", "slow", func(cfg *backend.Config) { cfg.MaxCalls = 1 }, func(b *backend.Backend) {
 		b.HandleCall(msgSlow, "slow", bl.handle)
 	})
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
