@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	zccluster "github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/inbox"
@@ -469,9 +470,18 @@ func startGateSessionTTL(c *cluster, id string, ttl time.Duration) *gate.Gate {
 	c.t.Helper()
 	cli, rdb := c.clients()
 	g, err := gate.New(gate.Config{
-		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret,
-		TTL: testTTL, SessionTTL: ttl, RequestTimeout: 3 * time.Second, Logger: c.log,
+		Node: zccluster.Node{
+			ID:          id,
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			TTL:         testTTL,
+			SessionTTL:  ttl,
+			Logger:      c.log,
+		},
+		ClientListen:   "127.0.0.1:0",
+		RequestTimeout: 3 * time.Second,
 	})
 	if err != nil {
 		c.t.Fatal(err)
