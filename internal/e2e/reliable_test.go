@@ -539,6 +539,11 @@ func TestReliableRedisDown(t *testing.T) {
 	}
 	rsend(t, alice, "bob", "after")
 	wantTexts(t, bob.waitTexts(2), "alice:before", "alice:after")
+	// The test's redis-server has no persistence: it came back empty, so
+	// the inbox has a new epoch and bob was told (gap) before the message.
+	if _, _, _, ans := bob.snapshot(); len(ans) != 2 || ans[1].Status != inbox.StatusGap || ans[1].Epoch == ans[0].Epoch {
+		t.Fatalf("answers after an empty Redis restart: %+v", ans)
+	}
 	cr := &reader{t: t}
 	cr.resume(carol)
 	rsend(t, alice, "carol", "welcome back")
