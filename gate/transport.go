@@ -33,6 +33,8 @@ type clientConn interface {
 	// LastRead is when the connection last received bytes from its peer
 	// (for Config.IdleTimeout).
 	LastRead() time.Time
+	// Queued is how many bytes wait to be written to the peer.
+	Queued() int
 }
 
 var (

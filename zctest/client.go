@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/gate"
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/zclient"
 	"github.com/zcluster/zcluster/protocol"
 )
@@ -92,6 +93,10 @@ type Client struct {
 	pending []Frame
 	// Session is the session id after Login.
 	Session string
+	// Cursor is the client's position in its reliable inbox (Resume,
+	// ExpectReliable); set it to resume from a position a previous client
+	// of the same user reached.
+	Cursor inbox.Cursor
 }
 
 // Client connects a test client to the i-th gate (start order). The

@@ -59,7 +59,7 @@ func (c *cluster) relaySent() uint64 {
 }
 
 // setupRoom registers the room scenario's handlers.
-func setupRoom(b *backend.Server) error {
+func setupRoom(b *backend.Backend) error {
 	b.Handle(msgRoomJoin, "bench-room-join", func(c *backend.Context) error {
 		if err := c.Join(string(c.Payload())); err != nil {
 			return err

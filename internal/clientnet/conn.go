@@ -112,6 +112,9 @@ func (c *Conn) SendRaw(raw []byte) error { return c.w.WriteRaw(raw) }
 // Flush waits up to timeout for queued frames to be written.
 func (c *Conn) Flush(timeout time.Duration) error { return c.w.Flush(timeout) }
 
+// Queued returns the bytes queued to the peer and not yet written.
+func (c *Conn) Queued() int { return c.w.Queued() }
+
 // Close closes the connection (a WebSocket peer gets a normal close frame);
 // OnClose follows asynchronously.
 func (c *Conn) Close() { c.closeWith(closeNormal, "") }

@@ -3,10 +3,9 @@ package clusternode
 import (
 	"fmt"
 	"strings"
-	"time"
 
-	"github.com/redis/go-redis/v9"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/zcluster/zcluster/cluster"
+	"github.com/zcluster/zcluster/relay"
 )
 
 // Problems collects what is wrong with a configuration, so that all of it
@@ -35,13 +34,19 @@ func (p *Problems) Err(sentinel error) error {
 	return fmt.Errorf("%w: %s", sentinel, strings.Join(p.list, "; "))
 }
 
-// CheckCommon records the problems of the settings every node kind has.
-func CheckCommon(p *Problems, id string, etcd *clientv3.Client, rdb redis.UniversalClient, secret []byte, insecure bool, ttl, sessionTTL time.Duration) {
-	p.Check(id == "", "id is required")
-	p.Check(len(id) > 255, "id is %d bytes, at most 255", len(id))
-	p.Check(etcd == nil, "etcd client is required")
-	p.Check(rdb == nil, "redis client is required")
-	p.Check(len(secret) == 0 && !insecure, "a cluster secret is required (or run insecure for development)")
-	p.Check(ttl < time.Second, "ttl %v below 1s", ttl)
-	p.Check(sessionTTL < time.Second, "session ttl %v below 1s", sessionTTL)
+// AddAll records every problem of list.
+func (p *Problems) AddAll(list []string) { p.list = append(p.list, list...) }
+
+// FromNode is the clusternode configuration of a node of group and kind
+// configured with n, whose relay envelopes go to handler.
+func FromNode(n cluster.Node, group, kind string, handler relay.Handler) Config {
+	return Config{
+		ID: n.ID, Group: group, Kind: kind,
+		RelayListen: n.RelayListen, Advertise: n.Advertise,
+		Etcd: n.Etcd, Redis: n.Redis, Secret: n.Secret, Insecure: n.Insecure,
+		Prefix: n.Prefix, RedisPrefix: n.RedisPrefix, TTL: n.TTL, SessionTTL: n.SessionTTL,
+		Version: n.Version, Logger: n.Logger, Handler: handler,
+		InboxMaxLen: n.InboxMax, InboxTTL: n.InboxTTL,
+		RelayTLS: n.RelayTLS,
+	}
 }

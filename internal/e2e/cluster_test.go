@@ -50,7 +50,7 @@ type cluster struct {
 
 	mu       sync.Mutex
 	gates    map[string]*gate.Gate
-	backends map[string]*backend.Server
+	backends map[string]*backend.Backend
 	closers  []func() // store clients, closed after the nodes
 
 	inboxMax int // 0: default (reliable_test.go)
@@ -93,7 +93,7 @@ func newClusterOn(t *testing.T, redisAddr string) *cluster {
 		secret:    []byte("e2e-secret"),
 		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: e2eLogLevel()})),
 		gates:     map[string]*gate.Gate{},
-		backends:  map[string]*backend.Server{},
+		backends:  map[string]*backend.Backend{},
 	}
 	t.Cleanup(c.stopAll)
 	return c
@@ -134,7 +134,7 @@ func (c *cluster) startGate(id string, setup ...func(*gate.Gate)) *gate.Gate {
 }
 
 // startBackend starts a backend of group; with no setup it runs the chat app.
-func (c *cluster) startBackend(id, group string, setup ...func(*backend.Server)) *backend.Server {
+func (c *cluster) startBackend(id, group string, setup ...func(*backend.Backend)) *backend.Backend {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -142,7 +142,7 @@ func (c *cluster) startBackend(id, group string, setup ...func(*backend.Server))
 		zctest.BackendConfig(func(cfg *backend.Config) {
 			cfg.CallTimeout, cfg.Logger, cfg.InboxMax = 3*time.Second, c.log, c.inboxMax
 		}),
-		zctest.BackendSetup(func(b *backend.Server) error {
+		zctest.BackendSetup(func(b *backend.Backend) error {
 			if len(setup) == 0 {
 				return chat.SetupBackend(b)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/backend"
+	zccluster "github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/testkit/chatkit"
@@ -67,7 +68,7 @@ func TestDispatchSessionQueueFull(t *testing.T) {
 	g := c.startGate("gate-1")
 	bl := newBlocker()
 	t.Cleanup(bl.open)
-	b := c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.QueueLen = 4 }, func(b *backend.Server) {
+	b := c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.QueueLen = 4 }, func(b *backend.Backend) {
 		_ = chat.SetupBackend(b)
 		b.Handle(msgBlock, "block", bl.handle, backend.Anonymous())
 	})
@@ -117,7 +118,7 @@ func TestDispatchQueueBytes(t *testing.T) {
 	c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) {
 		cfg.SessionQueueBytes = 10 << 10
 		cfg.QueueBytes = 24 << 10
-	}, func(b *backend.Server) {
+	}, func(b *backend.Backend) {
 		b.Handle(msgBlock, "block", bl.handle, backend.Anonymous())
 	})
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
@@ -151,12 +152,12 @@ func TestDispatchQueueBytes(t *testing.T) {
 }
 
 // setupCalls registers the Call test handlers on an im node.
-func setupCalls(twiceErr chan<- error) func(*backend.Server) {
-	return func(b *backend.Server) {
+func setupCalls(twiceErr chan<- error) func(*backend.Backend) {
+	return func(b *backend.Backend) {
 		echo := func(c *backend.Context) error { return c.Reply(c.MsgID(), c.Payload()) }
 		relayTo := func(group string, msgID uint32) backend.HandlerFunc {
 			return func(c *backend.Context) error {
-				out, err := c.Call(group, msgID, c.Payload())
+				out, err := c.Call(c.Context(), group, msgID, c.Payload())
 				if err != nil {
 					return err
 				}
@@ -184,9 +185,9 @@ func TestCallIntoOwnGroup(t *testing.T) {
 	c := newCluster(t)
 	g := c.startGate("gate-1")
 	c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) { cfg.Workers = 1 }, setupCalls(make(chan error, 10)))
-	c.startBackendTuned("cyc-1", "cyc", func(cfg *backend.Config) { cfg.Workers = 1 }, func(b *backend.Server) {
+	c.startBackendTuned("cyc-1", "cyc", func(cfg *backend.Config) { cfg.Workers = 1 }, func(b *backend.Backend) {
 		b.HandleCall(msgCycleMid, "cycle-mid", func(c *backend.Context) error {
-			out, err := c.Call(chat.GroupIM, msgCallEcho, c.Payload())
+			out, err := c.Call(c.Context(), chat.GroupIM, msgCallEcho, c.Payload())
 			if err != nil {
 				return err
 			}
@@ -241,7 +242,7 @@ func TestShutdownStuckHandler(t *testing.T) {
 	b := c.startBackendTuned("im-1", chat.GroupIM, func(cfg *backend.Config) {
 		cfg.DrainTimeout = 200 * time.Millisecond
 		cfg.DrainQuiet = 50 * time.Millisecond
-	}, func(b *backend.Server) {
+	}, func(b *backend.Backend) {
 		b.Handle(msgBlock, "block", bl.handle, backend.Anonymous())
 	})
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)
@@ -278,8 +279,17 @@ func TestShutdownStuckHandler(t *testing.T) {
 func TestHandleRefusesBadMsgIDs(t *testing.T) {
 	c := newCluster(t)
 	cli, rdb := c.clients()
-	b, err := backend.New(backend.Config{ID: "im-1", Group: chat.GroupIM, RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret, Logger: c.log})
+	b, err := backend.New(backend.Config{
+		Node: zccluster.Node{
+			ID:          "im-1",
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			Logger:      c.log,
+		},
+		Group: chat.GroupIM,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,16 +327,16 @@ func TestCallBusyPastMaxCalls(t *testing.T) {
 	g := c.startGate("gate-1")
 	bl := newBlocker()
 	t.Cleanup(bl.open)
-	c.startBackendTuned("im-1", chat.GroupIM, nil, func(b *backend.Server) {
+	c.startBackendTuned("im-1", chat.GroupIM, nil, func(b *backend.Backend) {
 		b.Handle(msgSlowCall, "slow-call", func(c *backend.Context) error {
-			out, err := c.Call("slow", msgSlow, c.Payload())
+			out, err := c.Call(c.Context(), "slow", msgSlow, c.Payload())
 			if err != nil {
 				return err
 			}
 			return c.Reply(c.MsgID(), out)
 		}, backend.Anonymous())
 	})
-	c.startBackendTuned("slow-1", "slow", func(cfg *backend.Config) { cfg.MaxCalls = 1 }, func(b *backend.Server) {
+	c.startBackendTuned("slow-1", "slow", func(cfg *backend.Config) { cfg.MaxCalls = 1 }, func(b *backend.Backend) {
 		b.HandleCall(msgSlow, "slow", bl.handle)
 	})
 	c.waitGroupSize(chat.GroupIM, 1, 5*time.Second)

@@ -104,22 +104,32 @@ func (v *victim) stop(t *testing.T, bound time.Duration) {
 }
 
 // TestPipelinedRequestsAllAnswered: one client that writes 10,000 echo
-// requests of 4 KiB (40 MiB) without waiting for answers (a stock zinx client, raw TLV frames)
-// gets 10,000 answers, no error frame; the gate pushes back on it through
-// TCP (--max-inflight) instead of overrunning its links; another client on
-// the same gate is served throughout.
+// requests of 4 KiB (40 MiB) without waiting for answers (a stock zinx
+// client, raw TLV frames) gets 10,000 answers, no error frame; the gate
+// pushes back on it through TCP (--max-inflight) instead of overrunning its
+// links or its send queue; another client on the same gate is served
+// throughout. The second run reads its answers slowly (about 5 MiB/s):
+// the gate then also waits for its send queue to drain before reading on.
 func TestPipelinedRequestsAllAnswered(t *testing.T) {
-	const n, size = 10000, 4096
 	c := newCluster(t)
-	g := c.startGate("gate-1")
+	// The pipelining connections stay anonymous, however slow the machine.
+	g := c.startGateWith("gate-1", func(cfg *gate.Config) { cfg.LoginTimeout = -1 })
 	c.startBackend("im-1", chat.GroupIM)
 	c.waitGroupSize(chat.GroupIM, 1, 10*time.Second)
 
 	other := dial(t, g)
 	chatkit.Login(t, other, "victim")
 	v := startVictim(other)
+	t.Run("fast reader", func(t *testing.T) { pipeline(t, g.ListenAddr(), 10000, 4096, 0) })
+	t.Run("slow reader", func(t *testing.T) { pipeline(t, g.ListenAddr(), 2000, 4096, 50*time.Millisecond) })
+	v.stop(t, 3*time.Second)
+}
 
-	nc, err := net.DialTimeout("tcp", g.ListenAddr(), 5*time.Second)
+// pipeline writes n echo requests of size bytes in one write on a fresh
+// connection and checks that exactly n answers come back; with pause > 0
+// the reader sleeps that long after every 64 answers.
+func pipeline(t *testing.T, addr string, n, size int, pause time.Duration) {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,13 +143,17 @@ func TestPipelinedRequestsAllAnswered(t *testing.T) {
 			switch {
 			case msgID == chat.MsgEcho && len(p) == size:
 				i := binary.BigEndian.Uint64(p)
-				if i < n && seen[i] {
+				if i < uint64(n) && seen[i] {
 					dup.Add(1)
-				} else if i < n {
+				} else if i < uint64(n) {
 					seen[i] = true
 				}
-				if echoes.Add(1) == n {
+				got := echoes.Add(1)
+				if got == int64(n) {
 					_ = nc.SetReadDeadline(time.Now()) // all in: stop reading
+				}
+				if pause > 0 && got%64 == 0 {
+					time.Sleep(pause)
 				}
 			case msgID == chat.MsgError:
 				if errs.Add(1) <= 3 {
@@ -169,10 +183,9 @@ func TestPipelinedRequestsAllAnswered(t *testing.T) {
 		_ = nc.Close()
 		<-readDone
 	}
-	if echoes.Load() != n || errs.Load() != 0 || dup.Load() != 0 {
+	if echoes.Load() != int64(n) || errs.Load() != 0 || dup.Load() != 0 {
 		t.Fatalf("%d requests: %d echoes (%d duplicates), %d error frames", n, echoes.Load(), dup.Load(), errs.Load())
 	}
-	v.stop(t, 3*time.Second)
 }
 
 // msgHold is answered by a backend only once the test lets it go.
@@ -180,8 +193,8 @@ const msgHold uint32 = 610
 
 // setupHold runs the chat app plus msgHold, whose handler waits for
 // release (or the backend's stop) before it answers.
-func setupHold(release <-chan struct{}) func(*backend.Server) {
-	return func(b *backend.Server) {
+func setupHold(release <-chan struct{}) func(*backend.Backend) {
+	return func(b *backend.Backend) {
 		_ = chat.SetupBackend(b)
 		b.Handle(msgHold, "hold", func(c *backend.Context) error {
 			select {
@@ -523,6 +536,8 @@ func TestBadClientInputBlamesNoNode(t *testing.T) {
 	g := c.startGateWith("gate-1", func(cfg *gate.Config) {
 		cfg.MaxFrame = 2 << 20
 		cfg.SendQueue = 8 << 20
+		cfg.RequestTimeout = 30 * time.Second // 1.5 MiB echoes on a loaded machine
+		cfg.LoginTimeout = -1                 // the 1.5 MiB client stays anonymous
 	}, func(g *gate.Gate) {
 		g.Handle(msgRawLogin, "raw-login", func(ctx *gate.Context) error {
 			if err := ctx.Login(string(ctx.Payload())); err != nil {

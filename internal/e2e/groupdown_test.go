@@ -35,7 +35,7 @@ func TestGroupDownNamesTheGroup(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, b := range []*backend.Server{im1, im2} {
+	for _, b := range []*backend.Backend{im1, im2} {
 		if err := b.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +86,7 @@ func TestGroupDownNamesTheGroup(t *testing.T) {
 	}
 
 	// Another group claiming msgID 2 replaces the memory at once.
-	c.startBackend("im2-1", "im2", func(b *backend.Server) {
+	c.startBackend("im2-1", "im2", func(b *backend.Backend) {
 		b.Handle(chat.MsgSend, "send", func(bc *backend.Context) error { return bc.Reply(chat.MsgSend, []byte(`{"ok":true}`)) })
 	})
 	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {

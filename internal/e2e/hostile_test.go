@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	zccluster "github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"io"
 	"net"
@@ -52,8 +53,8 @@ type whoAmI struct {
 
 // setupWhoAmI runs the chat app plus the two identity handlers; calls
 // counts every message they handle.
-func setupWhoAmI(calls *atomic.Int64) func(*backend.Server) {
-	return func(b *backend.Server) {
+func setupWhoAmI(calls *atomic.Int64) func(*backend.Backend) {
+	return func(b *backend.Backend) {
 		_ = chat.SetupBackend(b)
 		fn := func(c *backend.Context) error {
 			calls.Add(1)
@@ -646,10 +647,10 @@ func TestHostileRelayPort(t *testing.T) {
 func TestRelayNeedsSecret(t *testing.T) {
 	c := newCluster(t)
 	cli, rdb := c.clients()
-	if _, err := gate.New(gate.Config{ID: "g", Etcd: cli, Redis: rdb}); !errors.Is(err, gate.ErrConfig) {
+	if _, err := gate.New(gate.Config{Node: zccluster.Node{ID: "g", Etcd: cli, Redis: rdb}}); !errors.Is(err, gate.ErrConfig) {
 		t.Fatalf("gate without a secret: %v", err)
 	}
-	if _, err := backend.New(backend.Config{ID: "b", Group: "im", Etcd: cli, Redis: rdb}); !errors.Is(err, backend.ErrConfig) {
+	if _, err := backend.New(backend.Config{Node: zccluster.Node{ID: "b", Etcd: cli, Redis: rdb}, Group: "im"}); !errors.Is(err, backend.ErrConfig) {
 		t.Fatalf("backend without a secret: %v", err)
 	}
 	if _, err := relay.New(relay.Config{NodeID: "n", Resolve: func(string) (string, bool) { return "", false }}, nil); !errors.Is(err, relay.ErrNoSecret) {

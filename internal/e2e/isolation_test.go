@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/backend"
+	zccluster "github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/testkit"
@@ -21,14 +22,22 @@ import (
 
 // startBackendTuned is startBackend with a Config the test adjusts (nil:
 // none) and the handlers of setup (none: the chat app).
-func (c *cluster) startBackendTuned(id, group string, adjust func(*backend.Config), setup ...func(*backend.Server)) *backend.Server {
+func (c *cluster) startBackendTuned(id, group string, adjust func(*backend.Config), setup ...func(*backend.Backend)) *backend.Backend {
 	c.t.Helper()
 	cli, rdb := c.clients()
 	cfg := backend.Config{
-		ID: id, Group: group, RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret,
-		TTL: testTTL, SessionTTL: testSessionTTL, CallTimeout: 3 * time.Second,
-		Logger: c.log,
+		Node: zccluster.Node{
+			ID:          id,
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			TTL:         testTTL,
+			SessionTTL:  testSessionTTL,
+			Logger:      c.log,
+		},
+		Group:       group,
+		CallTimeout: 3 * time.Second,
 	}
 	if adjust != nil {
 		adjust(&cfg)

@@ -91,7 +91,7 @@ func TestLifecycleLogAndQuietShutdown(t *testing.T) {
 	if err := g2.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []*backend.Server{im1, im2, echo} {
+	for _, b := range []*backend.Backend{im1, im2, echo} {
 		before := b.RelayStats()
 		if err := b.Shutdown(ctx); err != nil {
 			t.Fatal(err)

@@ -22,7 +22,7 @@ import (
 
 // tagEcho answers msgID 4 with "<node id>|<payload>" so a test can see which
 // node served each request.
-func tagEcho(b *backend.Server) {
+func tagEcho(b *backend.Backend) {
 	b.Handle(chat.MsgEcho, "echo", func(c *backend.Context) error {
 		return c.Reply(chat.MsgEcho, append([]byte(c.NodeID()+"|"), c.Payload()...))
 	}, backend.Anonymous())

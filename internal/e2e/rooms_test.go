@@ -27,7 +27,7 @@ func TestGateKilledRoomsAndHooks(t *testing.T) {
 	)
 	c := newCluster(t)
 	g1 := c.startGate("gate-1")
-	b := c.startBackend("lobby-1", "lobby", func(b *backend.Server) {
+	b := c.startBackend("lobby-1", "lobby", func(b *backend.Backend) {
 		b.Handle(msgJoin, "join", func(ctx *backend.Context) error {
 			if err := ctx.Join(string(ctx.Payload())); err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	zccluster "github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/internal/testkit/chatkit"
 	"io"
 	"net"
@@ -46,10 +47,18 @@ func (c *cluster) startGateWith(id string, tune func(*gate.Config), setup ...fun
 	c.t.Helper()
 	cli, rdb := c.clients()
 	cfg := gate.Config{
-		ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret,
-		TTL: testTTL, SessionTTL: testSessionTTL, RequestTimeout: 3 * time.Second,
-		Logger: c.log,
+		Node: zccluster.Node{
+			ID:          id,
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			TTL:         testTTL,
+			SessionTTL:  testSessionTTL,
+			Logger:      c.log,
+		},
+		ClientListen:   "127.0.0.1:0",
+		RequestTimeout: 3 * time.Second,
 	}
 	tune(&cfg)
 	g, err := gate.New(cfg)
@@ -72,14 +81,22 @@ func (c *cluster) startGateWith(id string, tune func(*gate.Config), setup ...fun
 }
 
 // startBackendWith is startBackend (chat app) with a hook on the Config.
-func (c *cluster) startBackendWith(id, group string, tune func(*backend.Config)) *backend.Server {
+func (c *cluster) startBackendWith(id, group string, tune func(*backend.Config)) *backend.Backend {
 	c.t.Helper()
 	cli, rdb := c.clients()
 	cfg := backend.Config{
-		ID: id, Group: group, RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret,
-		TTL: testTTL, SessionTTL: testSessionTTL, CallTimeout: 3 * time.Second,
-		Logger: c.log,
+		Node: zccluster.Node{
+			ID:          id,
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			TTL:         testTTL,
+			SessionTTL:  testSessionTTL,
+			Logger:      c.log,
+		},
+		Group:       group,
+		CallTimeout: 3 * time.Second,
 	}
 	tune(&cfg)
 	b, err := backend.New(cfg)
@@ -298,8 +315,18 @@ func TestTLSRelayNodeIdentity(t *testing.T) {
 
 	// A node started with mallory's certificate under the id im-2.
 	cli, rdb := c.clients()
-	b, err := backend.New(backend.Config{ID: "im-2", Group: chat.GroupIM, RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: c.secret, RelayTLS: nodeTLS(t, ca, "mallory"), Logger: c.log})
+	b, err := backend.New(backend.Config{
+		Node: zccluster.Node{
+			ID:          "im-2",
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.secret,
+			RelayTLS:    nodeTLS(t, ca, "mallory"),
+			Logger:      c.log,
+		},
+		Group: chat.GroupIM,
+	})
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err = b.Start(ctx)

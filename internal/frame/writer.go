@@ -144,6 +144,13 @@ func (w *Writer) notify(err error) {
 	}
 }
 
+// Queued returns the bytes queued and not yet handed to a write.
+func (w *Writer) Queued() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
 // Flush waits until everything queued so far has been written, the writer
 // failed, or timeout passed. It returns the writer's error, if any.
 func (w *Writer) Flush(timeout time.Duration) error {

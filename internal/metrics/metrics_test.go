@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zcluster/zcluster/backend"
+	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/embedetcd"
@@ -102,8 +103,20 @@ func TestMetricsLiveNodes(t *testing.T) {
 	}
 
 	cli, rdb := clients(gm)
-	g, err := gate.New(gate.Config{ID: "gate-1", ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", WSListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: []byte("s"), TTL: 5 * time.Second, Logger: log, Observer: gm.Gate()})
+	g, err := gate.New(gate.Config{
+		Node: cluster.Node{
+			ID:          "gate-1",
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      []byte("s"),
+			TTL:         5 * time.Second,
+			Logger:      log,
+		},
+		ClientListen: "127.0.0.1:0",
+		WSListen:     "127.0.0.1:0",
+		Observer:     gm.Gate(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +132,19 @@ func TestMetricsLiveNodes(t *testing.T) {
 	bsrv := httptest.NewServer(bm.Handler(HandlerOptions{}))
 	t.Cleanup(bsrv.Close)
 	cli, rdb = clients(bm)
-	b, err := backend.New(backend.Config{ID: "im-1", Group: "im", RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: []byte("s"), TTL: 5 * time.Second, Logger: log, Observer: bm.Backend()})
+	b, err := backend.New(backend.Config{
+		Node: cluster.Node{
+			ID:          "im-1",
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      []byte("s"),
+			TTL:         5 * time.Second,
+			Logger:      log,
+		},
+		Group:    "im",
+		Observer: bm.Backend(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // NodeStatus is what every started node reports about itself; *gate.Gate
-// and *backend.Server implement it. The methods are read at scrape time and
+// and *backend.Backend implement it. The methods are read at scrape time and
 // must be safe for concurrent use.
 type NodeStatus interface {
 	Registered() bool

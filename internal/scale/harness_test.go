@@ -54,7 +54,7 @@ type harness struct {
 
 	mu       sync.Mutex
 	gates    map[string]*gate.Gate
-	backends map[string]*backend.Server
+	backends map[string]*backend.Backend
 	closers  []func()
 }
 
@@ -75,7 +75,7 @@ func newHarness(t *testing.T, etcdEndpoints []string, newRedis func() redis.Univ
 		newRedis: newRedis,
 		log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		gates:    map[string]*gate.Gate{},
-		backends: map[string]*backend.Server{},
+		backends: map[string]*backend.Backend{},
 	}
 	t.Cleanup(h.stopAll)
 	return h
@@ -113,13 +113,13 @@ func (h *harness) startGate(id string) *gate.Gate {
 }
 
 // startBackend starts a backend of group; with no setup it runs the chat app.
-func (h *harness) startBackend(id, group string, setup ...func(*backend.Server)) *backend.Server {
+func (h *harness) startBackend(id, group string, setup ...func(*backend.Backend)) *backend.Backend {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	b, err := h.kit.StartBackend(ctx, id, group, zctest.WithoutApp(),
 		zctest.BackendConfig(func(cfg *backend.Config) { cfg.CallTimeout, cfg.Logger = 5*time.Second, h.log }),
-		zctest.BackendSetup(func(b *backend.Server) error {
+		zctest.BackendSetup(func(b *backend.Backend) error {
 			if len(setup) == 0 {
 				return chat.SetupBackend(b)
 			}

@@ -81,7 +81,10 @@ func TestManyNodes(t *testing.T) {
 			gates[i] = startProcRetry(t, id, func() []string {
 				a := freeAddrs(t, 2)
 				gateAddrs[i] = a[0]
-				return append([]string{"gate", "--id", id, "--listen", a[0], "--relay", a[1]}, common...)
+				// Connections sit idle between the phases while every
+				// gate's memory is read: longer than the default 60s idle
+				// timeout on a slow machine.
+				return append([]string{"gate", "--id", id, "--listen", a[0], "--relay", a[1], "--idle-timeout", "5m"}, common...)
 			})
 		})
 	}

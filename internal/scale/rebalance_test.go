@@ -27,7 +27,7 @@ const (
 
 // nodeEcho answers msgID 4 with "<node id>|<payload>", so a client sees
 // which node serves its session.
-func nodeEcho(b *backend.Server) {
+func nodeEcho(b *backend.Backend) {
 	b.Handle(chat.MsgEcho, "echo", func(c *backend.Context) error {
 		return c.Reply(chat.MsgEcho, append([]byte(c.NodeID()+"|"), c.Payload()...))
 	}, backend.Anonymous())

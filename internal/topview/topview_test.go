@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zcluster/zcluster/backend"
+	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/internal/embedetcd"
@@ -50,8 +51,20 @@ func liveCluster(t *testing.T) (Source, []*gate.Gate) {
 	var gates []*gate.Gate
 	for _, id := range []string{"gate-1", "gate-2"} {
 		cli, rdb := clients()
-		g, err := gate.New(gate.Config{ID: id, ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", WSListen: "127.0.0.1:0",
-			Etcd: cli, Redis: rdb, Secret: secret, TTL: 5 * time.Second, Version: "v-test", Logger: log})
+		g, err := gate.New(gate.Config{
+			Node: cluster.Node{
+				ID:          id,
+				RelayListen: "127.0.0.1:0",
+				Etcd:        cli,
+				Redis:       rdb,
+				Secret:      secret,
+				TTL:         5 * time.Second,
+				Version:     "v-test",
+				Logger:      log,
+			},
+			ClientListen: "127.0.0.1:0",
+			WSListen:     "127.0.0.1:0",
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,8 +81,19 @@ func liveCluster(t *testing.T) (Source, []*gate.Gate) {
 	}
 	for _, nb := range []struct{ id, group string }{{"im-1", "im"}, {"im-2", "im"}, {"echo-1", "echo"}} {
 		cli, rdb := clients()
-		b, err := backend.New(backend.Config{ID: nb.id, Group: nb.group, RelayListen: "127.0.0.1:0",
-			Etcd: cli, Redis: rdb, Secret: secret, TTL: 5 * time.Second, Version: "v-test", Logger: log})
+		b, err := backend.New(backend.Config{
+			Node: cluster.Node{
+				ID:          nb.id,
+				RelayListen: "127.0.0.1:0",
+				Etcd:        cli,
+				Redis:       rdb,
+				Secret:      secret,
+				TTL:         5 * time.Second,
+				Version:     "v-test",
+				Logger:      log,
+			},
+			Group: nb.group,
+		})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -464,6 +464,9 @@ func (c *Conn) SendRaw(raw []byte) error { return c.w.WriteRaw(raw) }
 // Flush waits up to timeout for queued frames to be written.
 func (c *Conn) Flush(timeout time.Duration) error { return c.w.Flush(timeout) }
 
+// Queued returns the bytes queued to the peer and not yet written.
+func (c *Conn) Queued() int { return c.w.Queued() }
+
 // Close closes the connection; OnClose follows asynchronously.
 func (c *Conn) Close() {
 	if c.closed.CompareAndSwap(false, true) {
