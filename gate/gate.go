@@ -820,6 +820,10 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			sctx, cancel = context.WithTimeout(g.ctx, linkWait)
 		}
 		err := g.node.Relay.Send(sctx, node.ID, &env)
+		if err != nil && sctx != g.ctx && sctx.Err() != nil && g.ctx.Err() == nil {
+			// Still dialing after linkWait: the node's fault, try another.
+			err = fmt.Errorf("%w: %s still dialing after %v: %w", relay.ErrDial, node.ID, linkWait, err)
+		}
 		cancel()
 		if err == nil {
 			c.noteHandler(node.ID)
