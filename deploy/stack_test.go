@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/topview"
+	"github.com/zcluster/zcluster/internal/tools/topview"
 )
 
 // requireDocker skips the test unless ZC_DOCKER=1. With it set, a Docker

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 	"github.com/zcluster/zcluster/session"
 )
 
