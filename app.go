@@ -14,7 +14,7 @@ import (
 //
 // Gate and Backend are called once per node, after the node is created and
 // before it starts, so they register handlers (gate.Gate.Handle,
-// backend.Server.Handle, backend.Handle for typed ones) and hooks. Either
+// backend.Backend.Handle, backend.Handle for typed ones) and hooks. Either
 // may be nil: a gate with no Gate function routes every client msgID by
 // the routes backends publish, and a backend with no Backend function
 // serves nothing.
@@ -27,7 +27,7 @@ type App struct {
 	Gate func(*gate.Gate) error
 	// Backend registers the application's backend handlers. It may look at
 	// b.Group() to serve different groups from one binary.
-	Backend func(b *backend.Server) error
+	Backend func(b *backend.Backend) error
 	// Groups lists the backend groups the application serves, for the demo
 	// command (one backend of each) and for usage text. Optional.
 	Groups []string
@@ -45,7 +45,7 @@ func (a App) setupGate(g *gate.Gate) error {
 }
 
 // setupBackend runs a.Backend when it is set.
-func (a App) setupBackend(b *backend.Server) error {
+func (a App) setupBackend(b *backend.Backend) error {
 	if a.Backend == nil {
 		return nil
 	}

@@ -65,7 +65,7 @@ func (c *cli) runAppDemo(ctx context.Context, once bool, gates int) error {
 	out := func(format string, args ...any) { fmt.Fprintf(c.stdout, format+"\n", args...) }
 	cl, err := zctest.New(ctx, zctest.Config{
 		Gate:    func(g *gate.Gate) error { return app.setupGate(g) },
-		Backend: func(b *backend.Server) error { return app.setupBackend(b) },
+		Backend: func(b *backend.Backend) error { return app.setupBackend(b) },
 		Gates:   gates,
 		Groups:  app.Groups,
 		Logger:  slog.New(h),

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"os"
@@ -17,8 +18,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/zcluster/zcluster/backend"
+	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/gate"
-	"github.com/zcluster/zcluster/internal/metrics"
+	"github.com/zcluster/zcluster/internal/tools/metrics"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
@@ -224,6 +226,28 @@ func (f *nodeFlags) checkClientLimits() error {
 	return nil
 }
 
+// node is the configuration every node kind shares, from the flags.
+func (f *nodeFlags) node(st *stores, log *slog.Logger) cluster.Node {
+	return cluster.Node{
+		ID:          f.id,
+		RelayListen: f.relay,
+		Advertise:   f.advertise,
+		Etcd:        st.etcd,
+		Redis:       st.redis,
+		Secret:      []byte(f.secret),
+		Insecure:    f.insecure,
+		Prefix:      f.etcdPrefix,
+		RedisPrefix: f.redisPrefix,
+		TTL:         f.ttl,
+		SessionTTL:  f.sessionTTL,
+		RelayTLS:    f.relayTLS(),
+		Version:     version(),
+		Logger:      log,
+		InboxMax:    f.inboxMax,
+		InboxTTL:    f.inboxTTL,
+	}
+}
+
 // relayTLS returns the relay TLS settings, or nil when relay TLS is off.
 func (f *nodeFlags) relayTLS() *relay.TLSConfig {
 	if f.relayTLSCert == "" {
@@ -295,18 +319,8 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		obs = m.Gate()
 	}
 	g, err := gate.New(gate.Config{
-		ID:           f.id,
+		Node:         f.node(st, c.log),
 		ClientListen: f.listen,
-		RelayListen:  f.relay,
-		Advertise:    f.advertise,
-		Etcd:         st.etcd,
-		Redis:        st.redis,
-		Secret:       []byte(f.secret),
-		Insecure:     f.insecure,
-		Prefix:       f.etcdPrefix,
-		RedisPrefix:  f.redisPrefix,
-		TTL:          f.ttl,
-		SessionTTL:   f.sessionTTL,
 		MaxFrame:     f.maxFrame,
 		MaxInflight:  f.maxInflight,
 		LoginTimeout: disabledIfZero(f.loginTimeout),
@@ -319,12 +333,7 @@ func (c *cli) runGate(ctx context.Context, f *nodeFlags) error {
 		WSPath:       f.wsPath,
 		WSOrigins:    splitList(f.wsOrigins),
 		KCPListen:    f.kcpListen,
-		RelayTLS:     f.relayTLS(),
-		Version:      version(),
-		Logger:       c.log,
 		Observer:     obs,
-		InboxMax:     f.inboxMax,
-		InboxTTL:     f.inboxTTL,
 	})
 	if err != nil {
 		return err
@@ -397,25 +406,9 @@ func (c *cli) runBackend(ctx context.Context, f *nodeFlags) error {
 		obs = m.Backend()
 	}
 	b, err := backend.New(backend.Config{
-		ID:          f.id,
-		Group:       f.group,
-		RelayListen: f.relay,
-		Advertise:   f.advertise,
-		Etcd:        st.etcd,
-		Redis:       st.redis,
-		Secret:      []byte(f.secret),
-		Insecure:    f.insecure,
-		Prefix:      f.etcdPrefix,
-		RedisPrefix: f.redisPrefix,
-		TTL:         f.ttl,
-		SessionTTL:  f.sessionTTL,
-		RelayTLS:    f.relayTLS(),
-		Version:     version(),
-		Logger:      c.log,
-		Observer:    obs,
-		InboxMax:    f.inboxMax,
-		InboxTTL:    f.inboxTTL,
-
+		Node:              f.node(st, c.log),
+		Group:             f.group,
+		Observer:          obs,
 		Workers:           f.workers,
 		QueueLen:          f.sessionQueue,
 		SessionQueueBytes: f.sessionQueueBytes,

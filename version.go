@@ -24,9 +24,9 @@ func version() string {
 	return buildVersion
 }
 
-// versionLine describes the binary: version, VCS revision when known, Go
-// version and platform.
-func versionLine() string {
+// versionLine describes the binary called name: version, VCS revision
+// when known, Go version and platform.
+func versionLine(name string) string {
 	rev := ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		var modified bool
@@ -48,7 +48,7 @@ func versionLine() string {
 	if rev != "" {
 		rev = " " + rev
 	}
-	return fmt.Sprintf("zcluster %s%s %s %s/%s", version(), rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%s %s%s %s %s/%s", name, version(), rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 func newVersionCmd(c *cli) *cobra.Command {
@@ -57,7 +57,7 @@ func newVersionCmd(c *cli) *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			_, err := fmt.Fprintln(c.stdout, versionLine())
+			_, err := fmt.Fprintln(c.stdout, versionLine(c.name))
 			return err
 		},
 	}

@@ -57,7 +57,7 @@ func TestOwnBinaryDemo(t *testing.T) {
 	setups := 0
 	app := App{
 		Name: "game", Groups: []string{"game"},
-		Backend: func(b *backend.Server) error {
+		Backend: func(b *backend.Backend) error {
 			setups++
 			b.Handle(500, "ping", func(c *backend.Context) error { return c.Reply(500, nil) })
 			return nil

@@ -12,7 +12,7 @@
 // its bounds its next message is answered at once with an error frame
 // "busy". Calls run on goroutines of their own, never behind a queue.
 //
-//	b, _ := backend.New(backend.Config{ID: "im-1", Group: "im", Etcd: etcd, Redis: rdb, Secret: secret})
+//	b, _ := backend.New(backend.Config{Node: cluster.Node{ID: "im-1", Etcd: etcd, Redis: rdb, Secret: secret}, Group: "im"})
 //	b.Handle(4, "echo", func(c *backend.Context) error { return c.Reply(4, c.Payload()) })
 //	_ = b.Start(ctx)
 //	defer b.Shutdown(ctx)
@@ -28,7 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
@@ -62,8 +62,8 @@ type task struct {
 	payload []byte
 }
 
-// Server is one backend node.
-type Server struct {
+// Backend is one backend node.
+type Backend struct {
 	cfg Config
 	log *slog.Logger
 
@@ -115,7 +115,7 @@ const maxBackgroundSends = 256
 const sweepEvery = 10 * time.Second
 
 // New validates cfg and returns a backend that is not started yet.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (*Backend, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -123,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	noWait, stop := context.WithCancel(context.Background())
 	stop()
-	return &Server{
+	return &Backend{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.ID),
 		handlers: make(map[uint32]handler),
@@ -150,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 // remembered, and Start fails with ErrConfig listing every such
 // registration, so one run shows them all. Registering after Start is a
 // programming error with no Start left to report it: it panics.
-func (s *Server) Handle(msgID uint32, name string, fn HandlerFunc, opts ...HandleOption) {
+func (s *Backend) Handle(msgID uint32, name string, fn HandlerFunc, opts ...HandleOption) {
 	r := registry.Route{MsgID: msgID, Group: s.cfg.Group, Name: name}
 	for _, o := range opts {
 		o(&r)
@@ -161,11 +161,11 @@ func (s *Server) Handle(msgID uint32, name string, fn HandlerFunc, opts ...Handl
 // HandleCall registers fn for msgID as reachable only through Context.Call
 // from other backends; clients cannot send it. Call before Start. Bad
 // registrations are reported as for Handle.
-func (s *Server) HandleCall(msgID uint32, name string, fn HandlerFunc) {
+func (s *Backend) HandleCall(msgID uint32, name string, fn HandlerFunc) {
 	s.register(handler{route: registry.Route{MsgID: msgID, Group: s.cfg.Group, Name: name}, fn: fn, callOnly: true})
 }
 
-func (s *Server) register(h handler) {
+func (s *Backend) register(h handler) {
 	s.mustNotBeStarted()
 	id, name := h.route.MsgID, h.route.Name
 	switch prev, dup := s.handlers[id]; {
@@ -180,7 +180,7 @@ func (s *Server) register(h handler) {
 	}
 }
 
-func (s *Server) mustNotBeStarted() {
+func (s *Backend) mustNotBeStarted() {
 	if s.started.Load() {
 		panic("backend: handlers and hooks must be registered before Start")
 	}
@@ -191,22 +191,14 @@ func (s *Server) mustNotBeStarted() {
 //
 // Messages that reach the relay before the node is fully up wait in their
 // queues (within the same bounds) and run once it is.
-func (s *Server) Start(ctx context.Context) error {
+func (s *Backend) Start(ctx context.Context) error {
 	if len(s.regErrs) > 0 {
 		return fmt.Errorf("%w: backend %s: %d bad handler registrations: %s", ErrConfig, s.cfg.ID, len(s.regErrs), strings.Join(s.regErrs, "; "))
 	}
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("backend: already started")
 	}
-	node, err := clusternode.Start(ctx, clusternode.Config{
-		ID: s.cfg.ID, Group: s.cfg.Group, Kind: registry.KindBackend,
-		RelayListen: s.cfg.RelayListen, Advertise: s.cfg.Advertise,
-		Etcd: s.cfg.Etcd, Redis: s.cfg.Redis, Secret: s.cfg.Secret, Insecure: s.cfg.Insecure,
-		Prefix: s.cfg.Prefix, RedisPrefix: s.cfg.RedisPrefix, TTL: s.cfg.TTL, SessionTTL: s.cfg.SessionTTL,
-		Version: s.cfg.Version, Logger: s.cfg.Logger, Handler: s.onEnvelope,
-		InboxMaxLen: s.cfg.InboxMax, InboxTTL: s.cfg.InboxTTL,
-		RelayTLS: s.cfg.RelayTLS,
-	})
+	node, err := clusternode.Start(ctx, clusternode.FromNode(s.cfg.Node, s.cfg.Group, registry.KindBackend, s.onEnvelope))
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.cfg.ID, err)
 	}
@@ -251,45 +243,45 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // ID returns the node id.
-func (s *Server) ID() string { return s.cfg.ID }
+func (s *Backend) ID() string { return s.cfg.ID }
 
 // Group returns the group the node serves.
-func (s *Server) Group() string { return s.cfg.Group }
+func (s *Backend) Group() string { return s.cfg.Group }
 
 // RelayAddr returns the advertised relay address.
-func (s *Server) RelayAddr() string { return s.node.RelayAddr() }
+func (s *Backend) RelayAddr() string { return s.node.RelayAddr() }
 
 // Topology returns the live cluster view.
-func (s *Server) Topology() *registry.Topology { return s.node.Topology }
+func (s *Backend) Topology() *registry.Topology { return s.node.Topology }
 
 // Registered reports whether the node is registered in etcd right now.
-func (s *Server) Registered() bool { return s.node != nil && s.node.Registered() }
+func (s *Backend) Registered() bool { return s.node != nil && s.node.Registered() }
 
 // Reregistrations returns how many times the node had to register again.
-func (s *Server) Reregistrations() int64 { return s.node.Reregistrations() }
+func (s *Backend) Reregistrations() int64 { return s.node.Reregistrations() }
 
 // RelayStats returns the relay's counters.
-func (s *Server) RelayStats() relay.Stats { return s.node.Relay.Stats() }
+func (s *Backend) RelayStats() relay.Stats { return s.node.Relay.Stats() }
 
 // RelayPeers returns the nodes this backend has a live outbound link to.
-func (s *Server) RelayPeers() []string { return s.node.Relay.Peers() }
+func (s *Backend) RelayPeers() []string { return s.node.Relay.Peers() }
 
 // Queued returns the number of messages received and not yet handled.
-func (s *Server) Queued() int64 { return s.inflight.Load() }
+func (s *Backend) Queued() int64 { return s.inflight.Load() }
 
 // Refused returns how many messages were answered "busy" because their
 // session's queue, the node's queued bytes or its Calls were at their
 // limit (Config.QueueLen, SessionQueueBytes, QueueBytes, MaxCalls).
-func (s *Server) Refused() int64 { return s.refused.Load() }
+func (s *Backend) Refused() int64 { return s.refused.Load() }
 
 // SessionStats returns the session directory's counters.
-func (s *Server) SessionStats() session.Stats { return s.node.Sessions.Stats() }
+func (s *Backend) SessionStats() session.Stats { return s.node.Sessions.Stats() }
 
 // PingRedis checks that Redis answers.
-func (s *Server) PingRedis(ctx context.Context) error { return s.node.Sessions.Ping(ctx) }
+func (s *Backend) PingRedis(ctx context.Context) error { return s.node.Sessions.Ping(ctx) }
 
 // Done is closed when Shutdown has finished.
-func (s *Server) Done() <-chan struct{} { return s.done }
+func (s *Backend) Done() <-chan struct{} { return s.done }
 
 // Shutdown leaves etcd first (gates stop routing here at once), keeps
 // serving what is still arriving until it has been quiet for DrainQuiet
@@ -301,7 +293,7 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // wrapping ctx.Err(); the stuck handlers' goroutines are left to end on
 // their own (their Context's context is cancelled, their sends fail). Safe
 // to call twice; the second call returns the first one's result.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Backend) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		defer close(s.done)
 		if s.node == nil {
@@ -340,14 +332,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // stopLaunching makes the relay's reader refuse new Calls ("stopping") and
 // start no goroutine any more, so s.wg can be waited for.
-func (s *Server) stopLaunching() {
+func (s *Backend) stopLaunching() {
 	s.startMu.Lock()
 	s.stopping = true
 	s.startMu.Unlock()
 }
 
 // waitHandlers waits for the worker and Call goroutines, or for ctx.
-func (s *Server) waitHandlers(ctx context.Context) error {
+func (s *Backend) waitHandlers(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -368,7 +360,7 @@ func (s *Server) waitHandlers(ctx context.Context) error {
 	}
 }
 
-func (s *Server) drain(ctx context.Context) {
+func (s *Backend) drain(ctx context.Context) {
 	deadline := time.Now().Add(s.cfg.DrainTimeout)
 	s.lastMsg.Store(time.Now().UnixNano())
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -381,7 +373,7 @@ func (s *Server) drain(ctx context.Context) {
 }
 
 // work is one worker: it runs one message of a ready session at a time.
-func (s *Server) work() {
+func (s *Backend) work() {
 	defer s.wg.Done()
 	for {
 		q, it, ok := s.disp.next()
@@ -399,7 +391,7 @@ func (s *Server) work() {
 }
 
 // sweep forgets idle session queues now and then.
-func (s *Server) sweep() {
+func (s *Backend) sweep() {
 	defer s.wg.Done()
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
@@ -417,7 +409,7 @@ func (s *Server) sweep() {
 // a client message is queued on its session (or refused busy at once), a
 // Call gets a goroutine of its own (or is refused busy at once), a Call's
 // answer wakes its caller.
-func (s *Server) onEnvelope(env *relay.Envelope) {
+func (s *Backend) onEnvelope(env *relay.Envelope) {
 	s.lastMsg.Store(time.Now().UnixNano())
 	switch env.Kind {
 	case relay.KindForward:
@@ -450,7 +442,7 @@ func (s *Server) onEnvelope(env *relay.Envelope) {
 // a queue: the caller may be a handler of this very node (a Call into its
 // own group, or a cycle back to it) waiting for the answer, so the Call
 // must not wait for anything that caller holds. MaxCalls bounds them.
-func (s *Server) onCall(env *relay.Envelope) {
+func (s *Backend) onCall(env *relay.Envelope) {
 	if s.callsRunning.Add(1) > int64(s.cfg.MaxCalls) {
 		s.callsRunning.Add(-1)
 		s.refuse(env, s.busyCalls)
@@ -486,7 +478,7 @@ func (s *Server) onCall(env *relay.Envelope) {
 }
 
 // goCall runs a Call's handler on its own goroutine. Called with startMu.
-func (s *Server) goCall(t task) {
+func (s *Backend) goCall(t task) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -498,7 +490,7 @@ func (s *Server) goCall(t task) {
 
 // refuse answers env (a client message or a Call) with an error at once,
 // from the relay's reader: it never waits for a dial.
-func (s *Server) refuse(env *relay.Envelope, text []byte) {
+func (s *Backend) refuse(env *relay.Envelope, text []byte) {
 	s.refused.Add(1)
 	out := relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, Seq: env.Seq, MsgID: env.MsgID, Session: env.Session, Payload: text}
 	if env.Kind == relay.KindCall {
@@ -510,7 +502,7 @@ func (s *Server) refuse(env *relay.Envelope, text []byte) {
 // sendNoWait sends env from the relay's reader: at once if the link to the
 // node is up, else (it is dialing) from a goroutine of its own, at most
 // maxBackgroundSends at a time.
-func (s *Server) sendNoWait(to string, env *relay.Envelope) {
+func (s *Backend) sendNoWait(to string, env *relay.Envelope) {
 	if !s.live.Load() {
 		// Before Start has the node: the gate's request timeout answers.
 		s.log.Warn("cannot answer a refused message before the node is up", "to", to, "msg_id", env.MsgID)
@@ -544,7 +536,7 @@ func (s *Server) sendNoWait(to string, env *relay.Envelope) {
 	}()
 }
 
-func (s *Server) run(c *Context) {
+func (s *Backend) run(c *Context) {
 	start := time.Now()
 	t := &c.t
 	h, ok := s.handlers[t.msgID]
@@ -561,7 +553,7 @@ func (s *Server) run(c *Context) {
 	s.cfg.Observer.Handled(t.msgID, t.kind == relay.KindCall, time.Since(start), err)
 }
 
-func (s *Server) safeCall(fn HandlerFunc, c *Context) (err error) {
+func (s *Backend) safeCall(fn HandlerFunc, c *Context) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("handler panicked", "msg_id", c.t.msgID, "panic", r)
@@ -572,16 +564,16 @@ func (s *Server) safeCall(fn HandlerFunc, c *Context) (err error) {
 }
 
 // send delivers env to node, logging (at debug: the peer is gone) on failure.
-func (s *Server) send(node string, env *relay.Envelope) error {
+func (s *Backend) send(node string, env *relay.Envelope) error {
 	return s.send2(s.ctx, node, env)
 }
 
 // timeoutCtx bounds one send from a goroutine of its own.
-func (s *Server) timeoutCtx() (context.Context, context.CancelFunc) {
+func (s *Backend) timeoutCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 }
 
-func (s *Server) send2(ctx context.Context, node string, env *relay.Envelope) error {
+func (s *Backend) send2(ctx context.Context, node string, env *relay.Envelope) error {
 	err := s.node.Relay.Send(ctx, node, env)
 	if err != nil {
 		s.log.Debug("relay send failed", "to", node, "kind", env.Kind, "cause", err)
@@ -650,3 +642,9 @@ func (t *callTable) failNode(node string) {
 		}
 	}
 }
+
+// Server is the former name of Backend, kept so that code written against
+// it still compiles.
+//
+// Deprecated: use Backend.
+type Server = Backend

@@ -2,47 +2,22 @@ package backend
 
 import (
 	"errors"
-	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
+	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/codec"
-	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 )
 
 // Config configures a backend node. Zero fields take the defaults documented
 // here.
 type Config struct {
-	// ID is the node id, unique in the cluster (required).
-	ID string
+	// Node is what every node is configured with: id, stores, relay,
+	// prefixes, TTLs, version, logger (see package cluster). Its fields
+	// are promoted: cfg.ID, cfg.Etcd, ...
+	cluster.Node
 	// Group is the backend group the node serves (required), e.g. "im".
 	Group string
-	// RelayListen is where gates and other backends connect (default ":19101").
-	RelayListen string
-	// Advertise is the host other nodes dial; default: the listen host, or
-	// the first non-loopback address when that is a wildcard.
-	Advertise string
-	// Etcd and Redis are the cluster's stores (required).
-	Etcd  *clientv3.Client
-	Redis redis.UniversalClient
-	// Secret authenticates relay links (required unless Insecure).
-	Secret   []byte
-	Insecure bool
-	// Prefix is the etcd key prefix (default "/zcluster").
-	Prefix string
-	// RedisPrefix starts every Redis key of the cluster (default "zc:");
-	// two clusters sharing one Redis need different prefixes. Every node of
-	// a cluster must use the same.
-	RedisPrefix string
-	// TTL is the etcd lease TTL (default 10s).
-	TTL time.Duration
-	// SessionTTL must match the gates' (default 30s); it bounds how long a
-	// cached session owner is trusted.
-	SessionTTL time.Duration
 	// Workers is how many client messages run at once (default 64). Each
 	// session has its own queue: its messages run in order, one at a time,
 	// and a session whose handler is slow holds up only itself.
@@ -70,33 +45,20 @@ type Config struct {
 	DrainTimeout time.Duration
 	// DrainQuiet is the quiet period that ends draining (default 300ms).
 	DrainQuiet time.Duration
-	// Version is published in etcd.
-	Version string
-	// Logger receives lifecycle events (default slog.Default()).
-	Logger *slog.Logger
 	// Codec encodes and decodes the messages of typed handlers (Typed)
 	// and Context.Encode (default codec.JSON{}).
 	Codec codec.Codec
 	// Observer receives countable events for metrics (default NopObserver).
 	Observer Observer
-	// RelayTLS, if set, puts this node's relay links under TLS; every node
-	// of the cluster must agree (see relay.TLSConfig).
-	RelayTLS *relay.TLSConfig
-	// InboxMax is how many reliable messages each user's inbox keeps
-	// (default 1000; see Deliver and package inbox).
-	InboxMax int
-	// InboxTTL is how long a reliable message is kept (default 24h).
-	InboxTTL time.Duration
 }
+
+// DefaultRelayListen is the default relay address of a backend.
+const DefaultRelayListen = ":19101"
 
 // DefaultConfig returns a Config with every default filled in except the
 // required fields.
 func DefaultConfig() Config {
-	return Config{
-		RelayListen:       ":19101",
-		Prefix:            "/zcluster",
-		TTL:               10 * time.Second,
-		SessionTTL:        30 * time.Second,
+	c := Config{
 		Workers:           64,
 		QueueLen:          256,
 		SessionQueueBytes: 4 << 20,
@@ -105,28 +67,17 @@ func DefaultConfig() Config {
 		CallTimeout:       5 * time.Second,
 		DrainTimeout:      5 * time.Second,
 		DrainQuiet:        300 * time.Millisecond,
-		Version:           "dev",
-		InboxMax:          inbox.DefaultMaxLen,
-		InboxTTL:          inbox.DefaultTTL,
 	}
+	c.Node.SetDefaults(DefaultRelayListen)
+	c.Logger = nil
+	return c
 }
 
 func (c *Config) setDefaults() {
+	c.Node.SetDefaults(DefaultRelayListen)
 	d := DefaultConfig()
 	if c.Codec == nil {
 		c.Codec = codec.JSON{}
-	}
-	if c.RelayListen == "" {
-		c.RelayListen = d.RelayListen
-	}
-	if c.Prefix == "" {
-		c.Prefix = d.Prefix
-	}
-	if c.TTL == 0 {
-		c.TTL = d.TTL
-	}
-	if c.SessionTTL == 0 {
-		c.SessionTTL = d.SessionTTL
 	}
 	if c.Workers == 0 {
 		c.Workers = d.Workers
@@ -152,41 +103,24 @@ func (c *Config) setDefaults() {
 	if c.DrainQuiet == 0 {
 		c.DrainQuiet = d.DrainQuiet
 	}
-	if c.Version == "" {
-		c.Version = d.Version
-	}
-	if c.InboxMax == 0 {
-		c.InboxMax = d.InboxMax
-	}
-	if c.InboxTTL == 0 {
-		c.InboxTTL = d.InboxTTL
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 	if c.Observer == nil {
 		c.Observer = NopObserver{}
 	}
 }
 
+// validate reports every problem of c at once, in one error wrapping
+// ErrConfig.
 func (c *Config) validate() error {
-	switch {
-	case c.ID == "":
-		return fmt.Errorf("%w: id is required", ErrConfig)
-	case c.Group == "":
-		return fmt.Errorf("%w: group is required", ErrConfig)
-	case c.Group == "gate":
-		return fmt.Errorf("%w: group \"gate\" is reserved for gates", ErrConfig)
-	case c.Etcd == nil:
-		return fmt.Errorf("%w: etcd client is required", ErrConfig)
-	case c.Redis == nil:
-		return fmt.Errorf("%w: redis client is required", ErrConfig)
-	case len(c.Secret) == 0 && !c.Insecure:
-		return fmt.Errorf("%w: a cluster secret is required (or run insecure for development)", ErrConfig)
-	case c.Workers < 1 || c.QueueLen < 1 || c.SessionQueueBytes < 1 || c.QueueBytes < 1 || c.MaxCalls < 1:
-		return fmt.Errorf("%w: workers, queue length, queue bytes and max calls must be positive", ErrConfig)
-	}
-	return nil
+	var p clusternode.Problems
+	p.AddAll(c.Node.Problems())
+	p.Check(c.Group == "", "group is required")
+	p.Check(c.Group == "gate", "group \"gate\" is reserved for gates")
+	p.Check(c.Workers < 1, "workers %d below 1", c.Workers)
+	p.Check(c.QueueLen < 1, "queue length %d below 1", c.QueueLen)
+	p.Check(c.SessionQueueBytes < 1, "session queue bytes %d below 1", c.SessionQueueBytes)
+	p.Check(c.QueueBytes < 1, "queue bytes %d below 1", c.QueueBytes)
+	p.Check(c.MaxCalls < 1, "max calls %d below 1", c.MaxCalls)
+	return p.Err(ErrConfig)
 }
 
 // Sentinel errors.

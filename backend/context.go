@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/codec"
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 )
@@ -16,7 +16,7 @@ import (
 // Context is what a handler sees of one message: who sent it and the ways
 // to answer. It is used by one goroutine, the handler's.
 type Context struct {
-	s *Server
+	s *Backend
 	t task
 
 	held    bool // a reply is held back to carry the Done flag
@@ -156,9 +156,12 @@ func (c *Context) Kick(sid, reason string) error {
 }
 
 // Call sends payload to a node of group (picked by this session, so one
-// session's calls go to one node) and waits for its handler's Reply.
-func (c *Context) Call(group string, msgID uint32, payload []byte) ([]byte, error) {
-	return c.s.call(c.t.session, c.t.user, group, msgID, payload)
+// session's calls go to one node) and waits for its handler's Reply, at
+// most Config.CallTimeout (ErrCallTimeout) and no longer than ctx allows
+// (ctx's error). Pass c.Context() when the handler has no deadline of its
+// own.
+func (c *Context) Call(ctx context.Context, group string, msgID uint32, payload []byte) ([]byte, error) {
+	return c.s.call(ctx, c.t.session, c.t.user, group, msgID, payload)
 }
 
 // pickWait bounds how long Call waits for a group with no live node to get
@@ -166,7 +169,7 @@ func (c *Context) Call(group string, msgID uint32, payload []byte) ([]byte, erro
 const pickWait = time.Second
 
 // waitPick polls the topology for a node of group for at most pickWait.
-func (s *Server) waitPick(group, key string) (registry.Node, bool) {
+func (s *Backend) waitPick(group, key string) (registry.Node, bool) {
 	deadline := time.Now().Add(min(pickWait, s.cfg.CallTimeout))
 	for time.Now().Before(deadline) {
 		t := time.NewTimer(10 * time.Millisecond)
@@ -184,7 +187,7 @@ func (s *Server) waitPick(group, key string) (registry.Node, bool) {
 }
 
 // call is Context.Call for a message of session/user.
-func (s *Server) call(session, user, group string, msgID uint32, payload []byte) ([]byte, error) {
+func (s *Backend) call(ctx context.Context, session, user, group string, msgID uint32, payload []byte) ([]byte, error) {
 	key := session
 	seq := s.callSeq.Add(1)
 	if key == "" {
@@ -230,5 +233,8 @@ func (s *Server) call(session, user, group string, msgID uint32, payload []byte)
 	case <-s.ctx.Done():
 		s.calls.remove(seq)
 		return nil, ErrStopped
+	case <-ctx.Done():
+		s.calls.remove(seq)
+		return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, ctx.Err())
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 )
 
 // ErrNotStored is returned (wrapped) by Deliver when the message could not
@@ -39,7 +39,7 @@ type Delivery struct {
 //
 // Unlike PushUser it costs a Redis write per message (concurrent Delivers
 // share pipelines). payload must not be modified after the call.
-func (s *Server) Deliver(ctx context.Context, user string, msgID uint32, payload []byte) (Delivery, error) {
+func (s *Backend) Deliver(ctx context.Context, user string, msgID uint32, payload []byte) (Delivery, error) {
 	if s.node == nil {
 		return Delivery{}, fmt.Errorf("%w: backend not started", ErrNotStored)
 	}
@@ -62,7 +62,7 @@ func (s *Server) Deliver(ctx context.Context, user string, msgID uint32, payload
 	return d, nil
 }
 
-// Deliver is Server.Deliver bounded by the backend's call timeout.
+// Deliver is Backend.Deliver bounded by the backend's call timeout.
 func (c *Context) Deliver(user string, msgID uint32, payload []byte) (Delivery, error) {
 	ctx, cancel := c.timeout()
 	defer cancel()
@@ -71,7 +71,7 @@ func (c *Context) Deliver(user string, msgID uint32, payload []byte) (Delivery, 
 
 // InboxStats returns the counters of the backend's inbox store: reliable
 // messages appended and the Redis round trips they took.
-func (s *Server) InboxStats() inbox.Stats {
+func (s *Backend) InboxStats() inbox.Stats {
 	if s.node == nil {
 		return inbox.Stats{}
 	}

@@ -10,12 +10,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/relay"
 )
 
 // unstarted returns a backend built by New but not started: its stores
 // point nowhere and are never used.
-func unstarted(t *testing.T, adjust func(*Config)) *Server {
+func unstarted(t *testing.T, adjust func(*Config)) *Backend {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: time.Second})
 	if err != nil {
@@ -23,7 +24,7 @@ func unstarted(t *testing.T, adjust func(*Config)) *Server {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { _ = rdb.Close(); _ = cli.Close() })
-	cfg := Config{ID: "im-1", Group: "im", Etcd: cli, Redis: rdb, Insecure: true}
+	cfg := Config{Node: cluster.Node{ID: "im-1", Etcd: cli, Redis: rdb, Insecure: true}, Group: "im"}
 	if adjust != nil {
 		adjust(&cfg)
 	}

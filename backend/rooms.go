@@ -90,24 +90,24 @@ func (c *Context) OnlineCount() (int, error) {
 
 // PushRoom sends a frame to every member of room, from outside a handler
 // (a timer, a game loop). The node must be started.
-func (s *Server) PushRoom(ctx context.Context, room string, msgID uint32, payload []byte) error {
+func (s *Backend) PushRoom(ctx context.Context, room string, msgID uint32, payload []byte) error {
 	return s.node.PushRoom(ctx, room, msgID, payload)
 }
 
 // RoomCount returns how many sessions are in room. The node must be
 // started.
-func (s *Server) RoomCount(ctx context.Context, room string) (int, error) {
+func (s *Backend) RoomCount(ctx context.Context, room string) (int, error) {
 	return s.node.RoomCount(ctx, room)
 }
 
 // OnlineCount returns how many sessions are logged in on the cluster's
 // live gates (see Context.OnlineCount). The node must be started.
-func (s *Server) OnlineCount(ctx context.Context) (int, error) {
+func (s *Backend) OnlineCount(ctx context.Context) (int, error) {
 	return s.node.OnlineCount(ctx)
 }
 
 // RoomMembers returns the sessions in room (session id -> gate id), from
 // outside a handler. The node must be started.
-func (s *Server) RoomMembers(ctx context.Context, room string) (map[string]string, error) {
+func (s *Backend) RoomMembers(ctx context.Context, room string) (map[string]string, error) {
 	return s.node.RoomMembers(ctx, room)
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/backend"
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
 	"github.com/zcluster/zcluster/zctest"
 )
 
@@ -58,8 +58,8 @@ func (l *closedLog) has(sid string) (string, bool) {
 	return u, ok
 }
 
-func lobby(closed *closedLog) func(*backend.Server) error {
-	return func(b *backend.Server) error {
+func lobby(closed *closedLog) func(*backend.Backend) error {
+	return func(b *backend.Backend) error {
 		b.Handle(msgJoin, "join", backend.Typed(func(c *backend.Context, r *roomReq) (*roomResp, error) {
 			if err := c.Join(r.Room); err != nil {
 				return nil, err
@@ -109,7 +109,7 @@ func count(t *testing.T, cl *zctest.Client, room string) roomResp {
 }
 
 // relaySent is the envelopes the backend has sent so far.
-func relaySent(b *backend.Server) uint64 { return b.RelayStats().EnvelopesSent }
+func relaySent(b *backend.Backend) uint64 { return b.RelayStats().EnvelopesSent }
 
 func TestRoomsFanOutPerGate(t *testing.T) {
 	c := zctest.Start(t, zctest.Config{Gates: 2, Backend: lobby(nil), Groups: []string{"lobby"}})
@@ -231,13 +231,13 @@ func TestRoomsSurviveOtherGateRestart(t *testing.T) {
 func TestSessionClosedHook(t *testing.T) {
 	var onA, onB, onCallee closedLog
 	const msgHello, msgKickMe, msgRelay, msgInner, msgHelloB uint32 = 40, 41, 42, 43, 44
-	setup := func(log *closedLog) func(*backend.Server) error {
-		return func(b *backend.Server) error {
+	setup := func(log *closedLog) func(*backend.Backend) error {
+		return func(b *backend.Backend) error {
 			b.OnSessionClosed(log.add)
 			b.Handle(msgHello, "hello", func(c *backend.Context) error { return c.Reply(msgHello, []byte(c.NodeID())) })
 			b.Handle(msgKickMe, "kick-me", func(c *backend.Context) error { return c.Kick(c.Session(), "asked for it") })
 			b.Handle(msgRelay, "relay", func(c *backend.Context) error {
-				out, err := c.Call("inner", msgInner, c.Payload())
+				out, err := c.Call(c.Context(), "inner", msgInner, c.Payload())
 				if err != nil {
 					return err
 				}
@@ -253,14 +253,14 @@ func TestSessionClosedHook(t *testing.T) {
 	if _, err := c.StartBackend(ctx, "a-1", "a", zctest.BackendSetup(setup(&onA))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.StartBackend(ctx, "b-1", "b", zctest.BackendSetup(func(b *backend.Server) error {
+	if _, err := c.StartBackend(ctx, "b-1", "b", zctest.BackendSetup(func(b *backend.Backend) error {
 		b.OnSessionClosed(onB.add)
 		b.Handle(msgHelloB, "hello-b", func(c *backend.Context) error { return c.Reply(msgHelloB, nil) })
 		return nil
 	})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.StartBackend(ctx, "inner-1", "inner", zctest.BackendSetup(func(b *backend.Server) error {
+	if _, err := c.StartBackend(ctx, "inner-1", "inner", zctest.BackendSetup(func(b *backend.Backend) error {
 		b.OnSessionClosed(onCallee.add)
 		b.HandleCall(msgInner, "inner", func(c *backend.Context) error { return c.Reply(0, c.Payload()) })
 		return nil

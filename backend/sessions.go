@@ -22,7 +22,7 @@ type SessionClosedFunc func(session, user string)
 // within SessionTTL of the death). fn runs in its own goroutine, not
 // ordered with the session's messages still in flight; it should not
 // block for long (Shutdown waits for it). Call before Start.
-func (s *Server) OnSessionClosed(fn SessionClosedFunc) {
+func (s *Backend) OnSessionClosed(fn SessionClosedFunc) {
 	s.mustNotBeStarted()
 	s.closedHooks = append(s.closedHooks, fn)
 }
@@ -48,10 +48,10 @@ type sessionTable struct {
 
 // trackOn reports whether the backend must remember the sessions it
 // handles: only when it has session-closed hooks.
-func (s *Server) trackOn() bool { return len(s.closedHooks) > 0 }
+func (s *Backend) trackOn() bool { return len(s.closedHooks) > 0 }
 
 // track remembers a session whose message or Call arrived from source.
-func (s *Server) track(kind relay.Kind, sid, user, source string) *tracked {
+func (s *Backend) track(kind relay.Kind, sid, user, source string) *tracked {
 	if v, ok := s.sessions.m.Load(sid); ok {
 		t := v.(*tracked)
 		if kind == relay.KindForward && t.gate != source {
@@ -71,7 +71,7 @@ func (s *Server) track(kind relay.Kind, sid, user, source string) *tracked {
 
 // noteCallee remembers that this backend called node for session sid, so
 // that node hears when the session closes.
-func (s *Server) noteCallee(sid, user, node string) {
+func (s *Backend) noteCallee(sid, user, node string) {
 	if sid == "" {
 		return
 	}
@@ -92,7 +92,7 @@ func (s *Server) noteCallee(sid, user, node string) {
 
 // sessionClosed runs the hooks for sid and passes the notice on to the
 // backends this one called for it.
-func (s *Server) sessionClosed(sid, user string) {
+func (s *Backend) sessionClosed(sid, user string) {
 	var callees []string
 	if v, ok := s.sessions.m.LoadAndDelete(sid); ok {
 		t := v.(*tracked)
@@ -121,7 +121,7 @@ func (s *Server) sessionClosed(sid, user string) {
 	})
 }
 
-func (s *Server) runHook(fn SessionClosedFunc, sid, user string) {
+func (s *Backend) runHook(fn SessionClosedFunc, sid, user string) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("session-closed hook panicked", "session", sid, "panic", r)
@@ -132,7 +132,7 @@ func (s *Server) runHook(fn SessionClosedFunc, sid, user string) {
 
 // gateGone closes every session the backend handled through gate, which
 // died, and removes the gate's room memberships.
-func (s *Server) gateGone(gate string) {
+func (s *Backend) gateGone(gate string) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 	if n, err := s.node.Rooms.PurgeGate(ctx, gate); err != nil {
 		s.log.Warn("room members of a gone gate not purged", "gate", gate, "cause", err)
@@ -156,7 +156,7 @@ func (s *Server) gateGone(gate string) {
 // seen for a SessionTTL: one whose record is gone from Redis closed without
 // a notice reaching this node (a relay link was down), so its hooks run
 // now. The table stays bounded by the live sessions.
-func (s *Server) sweepSessions() {
+func (s *Backend) sweepSessions() {
 	tick := time.NewTicker(s.cfg.SessionTTL)
 	defer tick.Stop()
 	for {
@@ -190,7 +190,7 @@ func (s *Server) sweepSessions() {
 
 // goHook runs fn in a goroutine Shutdown waits for; after Shutdown
 // started waiting, fn is dropped.
-func (s *Server) goHook(fn func()) {
+func (s *Backend) goHook(fn func()) {
 	s.sessions.hookMu.Lock()
 	defer s.sessions.hookMu.Unlock()
 	if s.sessions.hookClosed {
@@ -204,7 +204,7 @@ func (s *Server) goHook(fn func()) {
 }
 
 // stopHooks waits (bounded by ctx) for running hooks; none start after.
-func (s *Server) stopHooks(ctx context.Context) {
+func (s *Backend) stopHooks(ctx context.Context) {
 	s.sessions.hookMu.Lock()
 	s.sessions.hookClosed = true
 	s.sessions.hookMu.Unlock()

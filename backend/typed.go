@@ -35,7 +35,7 @@ func ReplyMsgID(msgID uint32) TypedOption {
 }
 
 // Typed turns fn, a handler of typed messages, into a HandlerFunc for
-// Server.Handle or Server.HandleCall:
+// Backend.Handle or Backend.HandleCall:
 //
 //	b.Handle(MsgJoin, "join", backend.Typed(func(c *backend.Context, req *JoinRequest) (*JoinReply, error) {
 //		...

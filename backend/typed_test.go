@@ -34,7 +34,7 @@ const (
 
 var errTooBig = errors.New("too big")
 
-func setupTyped(b *backend.Server) error {
+func setupTyped(b *backend.Backend) error {
 	add := func(c *backend.Context, r *addReq) (*addResp, error) {
 		if r.A > 1000 {
 			return nil, errTooBig
@@ -116,7 +116,7 @@ func TestTypedAppCodec(t *testing.T) {
 	c := zctest.Start(t, zctest.Config{
 		Gates:  1,
 		Groups: []string{"p"},
-		Backend: func(b *backend.Server) error {
+		Backend: func(b *backend.Backend) error {
 			b.Handle(msgProto, "len", backend.Typed(func(c *backend.Context, s *wrapperspb.StringValue) (*wrapperspb.Int64Value, error) {
 				return wrapperspb.Int64(int64(len(s.GetValue()))), nil
 			}))

@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 	"github.com/aceld/zinx/znet"
 
 	"github.com/zcluster/zcluster/examples/chat"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // reply is the outcome of one echo request of a load client.
@@ -40,7 +39,6 @@ type load struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	out    []reply
-	fails  atomic.Int64 // clients that could not connect or log in
 }
 
 // startLoad connects n clients, spread over addrs, logs each in as
@@ -108,7 +106,7 @@ func (l *load) run(ctx context.Context, i int, c *zclient.Conn, pace time.Durati
 			l.record(r)
 			return
 		}
-		wctx, cancel := context.WithTimeout(context.Background(), silenceBound)
+		wctx, cancel := context.WithTimeout(ctx, silenceBound)
 		for {
 			f, err := c.Recv(wctx)
 			if err != nil {
@@ -126,6 +124,9 @@ func (l *load) run(ctx context.Context, i int, c *zclient.Conn, pace time.Durati
 			// A late echo of an earlier request, or a push: skip.
 		}
 		cancel()
+		if !r.ok && !r.errFr && ctx.Err() != nil {
+			return // stopped while waiting: not an outcome
+		}
 		r.at = time.Now()
 		l.record(r)
 		if !r.ok && !r.errFr {

@@ -2,18 +2,13 @@ package gate
 
 import (
 	"errors"
-	"log/slog"
 	"math"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/clusternode"
-	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/cluster"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
 	"github.com/zcluster/zcluster/protocol"
-	"github.com/zcluster/zcluster/relay"
 )
 
 // Reserved client msgIDs (see package protocol).
@@ -31,33 +26,12 @@ const DefaultMaxInflight = 64
 
 // Config configures a gate. Zero fields take the defaults documented here.
 type Config struct {
-	// ID is the node id, unique in the cluster (required).
-	ID string
+	// Node is what every node is configured with: id, stores, relay,
+	// prefixes, TTLs, version, logger (see package cluster). Its fields
+	// are promoted: cfg.ID, cfg.Etcd, ...
+	cluster.Node
 	// ClientListen is where clients connect, host:port (default ":18001").
 	ClientListen string
-	// RelayListen is where other nodes connect, host:port (default ":19001").
-	RelayListen string
-	// Advertise is the host other nodes and `zcluster top` use to reach this
-	// gate; default: the listen host, or the first non-loopback address when
-	// that is a wildcard.
-	Advertise string
-	// Etcd and Redis are the cluster's stores (required).
-	Etcd  *clientv3.Client
-	Redis redis.UniversalClient
-	// Secret authenticates relay links (required unless Insecure).
-	Secret   []byte
-	Insecure bool
-	// Prefix is the etcd key prefix (default "/zcluster").
-	Prefix string
-	// RedisPrefix starts every Redis key of the cluster (default "zc:");
-	// two clusters sharing one Redis need different prefixes. Every node of
-	// a cluster must use the same.
-	RedisPrefix string
-	// TTL is the etcd lease TTL (default 10s).
-	TTL time.Duration
-	// SessionTTL is the Redis record TTL, refreshed every third of it
-	// (default 30s).
-	SessionTTL time.Duration
 	// MaxFrame is the largest client payload; a bigger frame closes the
 	// connection (default 64 KiB).
 	MaxFrame int
@@ -95,10 +69,6 @@ type Config struct {
 	// ClientBurst is the token bucket size for ClientRate (default: one
 	// second's worth, at least 1).
 	ClientBurst int
-	// Version is published in etcd.
-	Version string
-	// Logger receives lifecycle events (default slog.Default()).
-	Logger *slog.Logger
 	// Observer receives countable events for metrics (default NopObserver).
 	Observer Observer
 	// TLSCertFile and TLSKeyFile (PEM files), both set, make the client
@@ -117,25 +87,16 @@ type Config struct {
 	// KCPListen, if set, opens a KCP (reliable UDP) listener on host:port
 	// carrying the same byte stream as ClientListen.
 	KCPListen string
-	// RelayTLS, if set, puts this node's relay links under TLS; every node
-	// of the cluster must agree (see relay.TLSConfig).
-	RelayTLS *relay.TLSConfig
-	// InboxMax is how many reliable messages each user's inbox keeps
-	// (default 1000; see Deliver and package inbox).
-	InboxMax int
-	// InboxTTL is how long a reliable message is kept (default 24h).
-	InboxTTL time.Duration
 }
+
+// DefaultRelayListen is the default relay address of a gate.
+const DefaultRelayListen = ":19001"
 
 // DefaultConfig returns a Config with every default filled in except the
 // required fields.
 func DefaultConfig() Config {
-	return Config{
+	c := Config{
 		ClientListen:   ":18001",
-		RelayListen:    ":19001",
-		Prefix:         "/zcluster",
-		TTL:            10 * time.Second,
-		SessionTTL:     30 * time.Second,
 		MaxFrame:       frame.DefaultMaxFrame,
 		SendQueue:      1 << 20,
 		RequestTimeout: 10 * time.Second,
@@ -143,28 +104,17 @@ func DefaultConfig() Config {
 		LoginTimeout:   10 * time.Second,
 		IdleTimeout:    60 * time.Second,
 		MaxConns:       100000,
-		Version:        "dev",
-		InboxMax:       inbox.DefaultMaxLen,
-		InboxTTL:       inbox.DefaultTTL,
 	}
+	c.Node.SetDefaults(DefaultRelayListen)
+	c.Logger = nil
+	return c
 }
 
 func (c *Config) setDefaults() {
+	c.Node.SetDefaults(DefaultRelayListen)
 	d := DefaultConfig()
 	if c.ClientListen == "" {
 		c.ClientListen = d.ClientListen
-	}
-	if c.RelayListen == "" {
-		c.RelayListen = d.RelayListen
-	}
-	if c.Prefix == "" {
-		c.Prefix = d.Prefix
-	}
-	if c.TTL == 0 {
-		c.TTL = d.TTL
-	}
-	if c.SessionTTL == 0 {
-		c.SessionTTL = d.SessionTTL
 	}
 	if c.MaxFrame == 0 {
 		c.MaxFrame = d.MaxFrame
@@ -190,18 +140,6 @@ func (c *Config) setDefaults() {
 	if c.ClientRate > 0 && c.ClientBurst == 0 {
 		c.ClientBurst = max(1, int(math.Ceil(c.ClientRate)))
 	}
-	if c.Version == "" {
-		c.Version = d.Version
-	}
-	if c.InboxMax == 0 {
-		c.InboxMax = d.InboxMax
-	}
-	if c.InboxTTL == 0 {
-		c.InboxTTL = d.InboxTTL
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 	if c.Observer == nil {
 		c.Observer = NopObserver{}
 	}
@@ -211,7 +149,7 @@ func (c *Config) setDefaults() {
 // ErrConfig.
 func (c *Config) validate() error {
 	var p clusternode.Problems
-	clusternode.CheckCommon(&p, c.ID, c.Etcd, c.Redis, c.Secret, c.Insecure, c.TTL, c.SessionTTL)
+	p.AddAll(c.Node.Problems())
 	p.Check(c.MaxFrame < 16 || c.MaxFrame > clusternode.MaxClientFrame, "max frame %d out of range [16, 16 MiB]", c.MaxFrame)
 	p.Check((c.TLSCertFile == "") != (c.TLSKeyFile == ""), "client TLS needs both a certificate and a key file")
 	p.Check(c.WSPath != "" && c.WSPath[0] != '/', "websocket path %q must start with /", c.WSPath)

@@ -23,10 +23,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/clientnet"
-	"github.com/zcluster/zcluster/internal/clusternode"
-	"github.com/zcluster/zcluster/internal/frame"
-	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/internal/runtime/clientnet"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
+	"github.com/zcluster/zcluster/internal/runtime/zinxkit"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
@@ -206,15 +206,7 @@ func (g *Gate) Start(ctx context.Context) error {
 		return errors.New("gate: already started")
 	}
 	var err error
-	g.node, err = clusternode.Start(ctx, clusternode.Config{
-		ID: g.cfg.ID, Group: registry.GateGroup, Kind: registry.KindGate,
-		RelayListen: g.cfg.RelayListen, Advertise: g.cfg.Advertise,
-		Etcd: g.cfg.Etcd, Redis: g.cfg.Redis, Secret: g.cfg.Secret, Insecure: g.cfg.Insecure,
-		Prefix: g.cfg.Prefix, RedisPrefix: g.cfg.RedisPrefix, TTL: g.cfg.TTL, SessionTTL: g.cfg.SessionTTL,
-		Version: g.cfg.Version, Logger: g.cfg.Logger, Handler: g.onEnvelope,
-		InboxMaxLen: g.cfg.InboxMax, InboxTTL: g.cfg.InboxTTL,
-		RelayTLS: g.cfg.RelayTLS,
-	})
+	g.node, err = clusternode.Start(ctx, clusternode.FromNode(g.cfg.Node, registry.GateGroup, registry.KindGate, g.onEnvelope))
 	if err != nil {
 		return fmt.Errorf("gate %s: %w", g.cfg.ID, err)
 	}
@@ -828,6 +820,10 @@ func (g *Gate) onFrame(c *client, msgID uint32, payload []byte) {
 			sctx, cancel = context.WithTimeout(g.ctx, linkWait)
 		}
 		err := g.node.Relay.Send(sctx, node.ID, &env)
+		if err != nil && sctx != g.ctx && sctx.Err() != nil && g.ctx.Err() == nil {
+			// Still dialing after linkWait: the node's fault, try another.
+			err = fmt.Errorf("%w: %s still dialing after %v: %w", relay.ErrDial, node.ID, linkWait, err)
+		}
 		cancel()
 		if err == nil {
 			c.noteHandler(node.ID)
@@ -878,12 +874,17 @@ func sendFailure(err error) string {
 	return "cannot forward: " + err.Error()
 }
 
-// acquireSlot takes one of c's in-flight tokens. When all are taken it
-// blocks the connection's reader (so the gate stops reading this client and
-// TCP pushes back on it alone) until an answer, a timeout or a failure
-// gives one back, the connection closes, or the gate stops; it returns
-// false in the last two cases.
+// acquireSlot takes one of c's in-flight tokens. When all are taken, or
+// when more than half of c's send queue waits to be written (the client
+// reads its answers slower than it sends requests), it blocks the
+// connection's reader, so the gate stops reading this client and TCP
+// pushes back on it alone, until answers come back (or are written), the
+// connection closes or the gate stops; it returns false in the last two
+// cases.
 func (g *Gate) acquireSlot(c *client) bool {
+	if c.conn.Queued() > g.cfg.SendQueue/2 && !g.waitDrain(c) {
+		return false
+	}
 	select {
 	case c.slots <- struct{}{}:
 		return true
@@ -897,6 +898,18 @@ func (g *Gate) acquireSlot(c *client) bool {
 	case <-g.ctx.Done():
 		return false
 	}
+}
+
+// waitDrain waits until at most half of c's send queue is waiting, or the
+// connection or the gate ends (false).
+func (g *Gate) waitDrain(c *client) bool {
+	for c.conn.Queued() > g.cfg.SendQueue/2 {
+		if c.conn.Context().Err() != nil || g.ctx.Err() != nil {
+			return false
+		}
+		_ = c.conn.Flush(50 * time.Millisecond)
+	}
+	return true
 }
 
 func safeCall(fn HandlerFunc, c *Context) (err error) {

@@ -13,9 +13,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/testkit"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/cluster"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 	"github.com/zcluster/zcluster/registry"
 )
 
@@ -45,10 +46,17 @@ func startTestGate(t *testing.T, mod func(*Config), setup ...func(*Gate)) *testG
 	rdb := redis.NewClient(&redis.Options{Addr: testkit.Redis(t)})
 	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := Config{
-		ID: "gate-1", ClientListen: "127.0.0.1:0", RelayListen: "127.0.0.1:0",
-		Etcd: cli, Redis: rdb, Secret: []byte("test"), TTL: 2 * time.Second,
-		SessionTTL: 6 * time.Second,
-		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Node: cluster.Node{
+			ID:          "gate-1",
+			RelayListen: "127.0.0.1:0",
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      []byte("test"),
+			TTL:         2 * time.Second,
+			SessionTTL:  6 * time.Second,
+			Logger:      slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		},
+		ClientListen: "127.0.0.1:0",
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -7,9 +7,9 @@ import (
 	"net"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/clientnet"
-	"github.com/zcluster/zcluster/internal/frame"
-	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/internal/runtime/clientnet"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
+	"github.com/zcluster/zcluster/internal/runtime/zinxkit"
 )
 
 // A client reaches the gate over one of several transports. Each listener
@@ -33,6 +33,8 @@ type clientConn interface {
 	// LastRead is when the connection last received bytes from its peer
 	// (for Config.IdleTimeout).
 	LastRead() time.Time
+	// Queued is how many bytes wait to be written to the peer.
+	Queued() int
 }
 
 var (

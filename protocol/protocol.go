@@ -19,7 +19,7 @@ const (
 	// JSON {"msg_id":N,"error":"..."}.
 	MsgError uint32 = 65535
 	// MsgReliable (gate -> client) carries one reliable message (see
-	// package inbox and backend.Server.Deliver): offset uint64, epoch
+	// package inbox and backend.Backend.Deliver): offset uint64, epoch
 	// uint64, application msgID uint32, application payload.
 	MsgReliable uint32 = 65533
 	// MsgResume (client -> gate, after login) asks for the reliable

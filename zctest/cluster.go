@@ -33,9 +33,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zcluster/zcluster/backend"
+	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/gate"
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/redisrun"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/devstack/redisrun"
 	"github.com/zcluster/zcluster/registry"
 )
 
@@ -63,7 +64,7 @@ type Config struct {
 	Gate func(*gate.Gate) error
 	// Backend registers backend handlers on every backend; it may switch
 	// on b.Group().
-	Backend func(*backend.Server) error
+	Backend func(*backend.Backend) error
 	// Gates is the number of gates New starts: gate-1 ... gate-N.
 	Gates int
 	// Groups lists the backend groups New starts one backend of each:
@@ -114,7 +115,7 @@ type Cluster struct {
 
 	mu       sync.Mutex
 	gates    []*gate.Gate
-	backends []*backend.Server
+	backends []*backend.Backend
 	closers  []func()
 	closed   bool
 }
@@ -210,7 +211,7 @@ type NodeOption func(*nodeOptions)
 type nodeOptions struct {
 	listen, relay string
 	gateSetup     []func(*gate.Gate) error
-	backendSetup  []func(*backend.Server) error
+	backendSetup  []func(*backend.Backend) error
 	gateCfg       []func(*gate.Config)
 	backendCfg    []func(*backend.Config)
 	noApp         bool
@@ -228,7 +229,7 @@ func GateSetup(fn func(*gate.Gate) error) NodeOption {
 }
 
 // BackendSetup registers more backend handlers after Config.Backend.
-func BackendSetup(fn func(*backend.Server) error) NodeOption {
+func BackendSetup(fn func(*backend.Backend) error) NodeOption {
 	return func(o *nodeOptions) { o.backendSetup = append(o.backendSetup, fn) }
 }
 
@@ -286,10 +287,18 @@ func (c *Cluster) StartGate(ctx context.Context, id string, opts ...NodeOption) 
 		return nil, err
 	}
 	cfg := gate.Config{
-		ID: id, ClientListen: o.listen, RelayListen: o.relay,
-		Etcd: cli, Redis: rdb, Secret: c.cfg.Secret,
-		TTL: c.cfg.TTL, SessionTTL: c.cfg.SessionTTL,
-		Version: c.cfg.Version, Logger: c.cfg.Logger,
+		Node: cluster.Node{
+			ID:          id,
+			RelayListen: o.relay,
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.cfg.Secret,
+			TTL:         c.cfg.TTL,
+			SessionTTL:  c.cfg.SessionTTL,
+			Version:     c.cfg.Version,
+			Logger:      c.cfg.Logger,
+		},
+		ClientListen: o.listen,
 	}
 	if c.cfg.GateConfig != nil {
 		c.cfg.GateConfig(&cfg)
@@ -327,17 +336,25 @@ func (c *Cluster) StartGate(ctx context.Context, id string, opts ...NodeOption) 
 
 // StartBackend creates and starts a backend called id serving group,
 // running Config.Backend and the options' setups.
-func (c *Cluster) StartBackend(ctx context.Context, id, group string, opts ...NodeOption) (*backend.Server, error) {
+func (c *Cluster) StartBackend(ctx context.Context, id, group string, opts ...NodeOption) (*backend.Backend, error) {
 	o := collect(opts)
 	cli, rdb, err := c.Clients()
 	if err != nil {
 		return nil, err
 	}
 	cfg := backend.Config{
-		ID: id, Group: group, RelayListen: o.relay,
-		Etcd: cli, Redis: rdb, Secret: c.cfg.Secret,
-		TTL: c.cfg.TTL, SessionTTL: c.cfg.SessionTTL,
-		Version: c.cfg.Version, Logger: c.cfg.Logger,
+		Node: cluster.Node{
+			ID:          id,
+			RelayListen: o.relay,
+			Etcd:        cli,
+			Redis:       rdb,
+			Secret:      c.cfg.Secret,
+			TTL:         c.cfg.TTL,
+			SessionTTL:  c.cfg.SessionTTL,
+			Version:     c.cfg.Version,
+			Logger:      c.cfg.Logger,
+		},
+		Group: group,
 	}
 	if c.cfg.BackendConfig != nil {
 		c.cfg.BackendConfig(&cfg)
@@ -351,7 +368,7 @@ func (c *Cluster) StartBackend(ctx context.Context, id, group string, opts ...No
 	}
 	setups := o.backendSetup
 	if !o.noApp && c.cfg.Backend != nil {
-		setups = append([]func(*backend.Server) error{c.cfg.Backend}, setups...)
+		setups = append([]func(*backend.Backend) error{c.cfg.Backend}, setups...)
 	}
 	for _, fn := range setups {
 		if err := fn(b); err != nil {
@@ -377,10 +394,10 @@ func (c *Cluster) Gates() []*gate.Gate {
 }
 
 // Backends returns the running backends in start order.
-func (c *Cluster) Backends() []*backend.Server {
+func (c *Cluster) Backends() []*backend.Backend {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]*backend.Server(nil), c.backends...)
+	return append([]*backend.Backend(nil), c.backends...)
 }
 
 // EtcdEndpoints returns the etcd client URLs.
@@ -467,7 +484,7 @@ func (c *Cluster) StopGate(ctx context.Context, g *gate.Gate) error {
 }
 
 // StopBackend shuts the backend down cleanly and forgets it.
-func (c *Cluster) StopBackend(ctx context.Context, b *backend.Server) error {
+func (c *Cluster) StopBackend(ctx context.Context, b *backend.Backend) error {
 	c.mu.Lock()
 	for i, x := range c.backends {
 		if x == b {

@@ -12,7 +12,7 @@ import (
 // while the user is offline arrive on login and resume, in order, then
 // live ones; a later client resumes where the first one stopped.
 func TestKitReliable(t *testing.T) {
-	app := func(b *backend.Server) error {
+	app := func(b *backend.Backend) error {
 		b.Handle(30, "notify", func(c *backend.Context) error {
 			d, err := c.Deliver(string(c.Payload()), 130, []byte("note for "+string(c.Payload())))
 			if err != nil {

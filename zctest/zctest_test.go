@@ -11,7 +11,7 @@ import (
 	"github.com/zcluster/zcluster/zctest"
 )
 
-func echoApp(b *backend.Server) error {
+func echoApp(b *backend.Backend) error {
 	b.Handle(7, "echo", func(c *backend.Context) error { return c.Reply(7, c.Payload()) })
 	b.Handle(8, "fail", func(c *backend.Context) error { return errors.New("no such thing") })
 	return nil
@@ -74,7 +74,7 @@ func TestNewReportsSetupErrors(t *testing.T) {
 	defer cancel()
 	_, err := zctest.New(ctx, zctest.Config{
 		Gates: 1, Groups: []string{"svc"},
-		Backend: func(*backend.Server) error { return errors.New("bad setup") },
+		Backend: func(*backend.Backend) error { return errors.New("bad setup") },
 	})
 	if err == nil || !strings.Contains(err.Error(), "bad setup") || !strings.Contains(err.Error(), "svc-1") {
 		t.Fatalf("err = %v, want the setup error naming the node", err)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
 )
@@ -46,8 +46,9 @@ func newChatCmd(c *cli) *cobra.Command {
   /quit        leave (so does end of input)
 
 Everything received is printed as it arrives. After the login the client
-resumes its inbox: reliable messages stored while it was away are printed
-first. If the gate goes away it logs in again (on the next address of
+resumes its inbox: the reliable messages stored for the user (the last
+--inbox-max of the last --inbox-ttl, as the cluster keeps them) are
+printed first, marked "sent while you were away". If the gate goes away it logs in again (on the next address of
 --gate, for up to --reconnect) and resumes from the last reliable message
 it printed, so nothing sent meanwhile is missed. A send that was delivered
 prints nothing, one that was not prints why. A login of the same user

@@ -158,7 +158,7 @@ func (c *cli) runDemo(ctx context.Context, o demoOptions) ([]stepResult, error) 
 type demoCluster struct {
 	*zctest.Cluster
 	gates    []*gate.Gate
-	backends []*backend.Server
+	backends []*backend.Backend
 	web      *demoWeb
 }
 

@@ -10,6 +10,7 @@
 #   zcluster-local/zcluster:offline  FROM scratch: the static zcluster binary
 #   zcluster-local/etcd:offline      Debian's etcd-server + etcdctl
 #   zcluster-local/redis:offline     Debian's redis-server + redis-cli
+# (ZC_IMAGE_TAG=T builds :T instead; the compose override reads it too.)
 # The etcd and Redis images are built FROM zcluster-local/debian:<key>, a
 # minimal Debian root made with debootstrap and `docker import`. That base
 # is built once per machine and reused while it exists (its tag changes
@@ -24,7 +25,7 @@ suite=${DEBIAN_SUITE:-bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 packages="etcd-server etcd-client redis-server redis-tools"
 # The base's tag names its content: suite + package list (+ a recipe version).
-key=$(printf '%s %s v1' "$suite" "$packages" | sha256sum | cut -c1-12)
+key=$(printf '%s %s v2' "$suite" "$packages" | sha256sum | cut -c1-12)
 base=zcluster-local/debian:$suite-$key
 tag=${ZC_IMAGE_TAG:-offline}
 
@@ -63,13 +64,20 @@ else
     apt-get install -y -qq --no-install-recommends $packages >"$work/apt.log" 2>&1 ||
     { tail -n 30 "$work/apt.log"; exit 1; }
   chroot "$root" apt-get clean
+  # What the etcd and Redis images need, done here so that their
+  # Dockerfiles hold no RUN step (no container to start and commit).
+  ln -s /usr/bin/etcd "$root/usr/local/bin/etcd"
+  mkdir -p "$root/etcd-data" "$root/data"
+  chroot "$root" chown etcd:etcd /etcd-data
+  chroot "$root" chown redis:redis /data
+  chmod 700 "$root/etcd-data"
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* \
     "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/info "$root"/usr/share/locale \
     "$root/usr/sbin/policy-rc.d"
   log "docker import $base"
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["/bin/bash"]' - "$base" >/dev/null
+    -c 'LABEL org.zcluster.offline=base' -c 'CMD ["/bin/bash"]' - "$base" >/dev/null
 fi
 
 # --- etcd and Redis on the base ---------------------------------------------
@@ -78,5 +86,7 @@ for svc in etcd redis; do
   docker build -q --build-arg "BASE=$base" -f "$here/$svc.Dockerfile" \
     -t "zcluster-local/$svc:$tag" "$here" >/dev/null
 done
+# Earlier builds of these tags, now untagged, go.
+docker image prune -f --filter label=org.zcluster.offline >/dev/null
 log "done"
 docker image ls --filter reference='zcluster-local/*'

@@ -4,8 +4,9 @@
 # (/usr/local/bin/etcd, data in /etcd-data, `etcdctl endpoint health`).
 ARG BASE
 FROM ${BASE}
-RUN ln -s /usr/bin/etcd /usr/local/bin/etcd \
- && mkdir -p /etcd-data && chown etcd:etcd /etcd-data && chmod 700 /etcd-data
+# The base already holds /usr/local/bin/etcd -> /usr/bin/etcd and
+# /etcd-data owned by etcd (mode 700): no RUN step, so no container starts.
+LABEL org.zcluster.offline=etcd
 ENV ETCDCTL_API=3
 USER etcd
 EXPOSE 2379 2380

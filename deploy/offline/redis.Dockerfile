@@ -4,7 +4,8 @@
 # reachable on the compose network, whose other members are the nodes.
 ARG BASE
 FROM ${BASE}
-RUN mkdir -p /data && chown redis:redis /data
+# The base already holds /data owned by redis: no RUN step.
+LABEL org.zcluster.offline=redis
 WORKDIR /data
 USER redis
 EXPOSE 6379

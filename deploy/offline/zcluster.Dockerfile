@@ -4,6 +4,7 @@
 # passwd and group naming the non-root user). No shell in the image: the
 # compose healthcheck is exec form, ["CMD", "zcluster", "health", ...].
 FROM scratch
+LABEL org.zcluster.offline=zcluster
 COPY etc/ /etc/
 COPY zcluster /usr/local/bin/zcluster
 ENV PATH=/usr/local/bin ZINX_CONFIG_FILE_PATH=/etc/zcluster/zinx.json

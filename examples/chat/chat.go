@@ -101,7 +101,7 @@ func login(c *gate.Context) error {
 
 // SetupBackend registers the handlers of the backend's group ("im" or
 // "echo").
-func SetupBackend(b *backend.Server) error {
+func SetupBackend(b *backend.Backend) error {
 	switch b.Group() {
 	case GroupIM:
 		b.Handle(MsgSend, "send", send)
@@ -146,7 +146,7 @@ func reliableSend(c *backend.Context) error {
 }
 
 func chainEcho(c *backend.Context) error {
-	out, err := c.Call(GroupEcho, MsgChainEcho, c.Payload())
+	out, err := c.Call(c.Context(), GroupEcho, MsgChainEcho, c.Payload())
 	if err != nil {
 		return err
 	}

@@ -116,14 +116,14 @@ func reply(c *gate.Context, v LoginReply) error {
 // group while the group does not change), to refuse speaking in a room one
 // is not in and to announce departures.
 type lobby struct {
-	b     *backend.Server
+	b     *backend.Backend
 	mu    sync.Mutex
 	rooms map[string]map[string]bool // session -> rooms
 }
 
 // SetupBackend registers the lobby's handlers on a backend of group
 // "lobby".
-func SetupBackend(b *backend.Server) error {
+func SetupBackend(b *backend.Backend) error {
 	if b.Group() != Group {
 		return fmt.Errorf("rooms: no handlers for group %q (want %q)", b.Group(), Group)
 	}
