@@ -20,7 +20,7 @@ import (
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/gate"
-	"github.com/zcluster/zcluster/internal/metrics"
+	"github.com/zcluster/zcluster/internal/tools/metrics"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/zcluster/zcluster/internal/topview"
+	"github.com/zcluster/zcluster/internal/tools/topview"
 )
 
 func newRoutesCmd(c *cli) *cobra.Command {

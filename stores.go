@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/zcluster/zcluster/internal/metrics"
-	"github.com/zcluster/zcluster/internal/tcpopt"
+	"github.com/zcluster/zcluster/internal/runtime/tcpopt"
+	"github.com/zcluster/zcluster/internal/tools/metrics"
 	"github.com/zcluster/zcluster/registry"
 )
 
@@ -34,7 +34,7 @@ type stores struct {
 
 // etcdLinkTimeout is how long a connection to an etcd member may leave
 // sent data unacknowledged (or idle probes unanswered) before it is
-// dropped (internal/tcpopt). Shorter than the smallest lease TTL (1s is
+// dropped (internal/runtime/tcpopt). Shorter than the smallest lease TTL (1s is
 // allowed, but 5s and more is the practice) with room for a reconnect.
 const etcdLinkTimeout = 2 * time.Second
 

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/zcluster/zcluster/internal/topview"
+	"github.com/zcluster/zcluster/internal/tools/topview"
 	"github.com/zcluster/zcluster/session"
 )
 

@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/testkit"
-	"github.com/zcluster/zcluster/internal/topview"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
+	"github.com/zcluster/zcluster/internal/tools/topview"
 )
 
 // TestTopWatch runs `zcluster top --watch` against an empty cluster: it
 // redraws in place (ANSI clear before each table) until interrupted, then
-// exits 0. The table itself is covered by internal/topview's tests.
+// exits 0. The table itself is covered by internal/tools/topview's tests.
 func TestTopWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -36,7 +36,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/zcluster/zcluster/internal/redislog"
+	"github.com/zcluster/zcluster/internal/runtime/redislog"
 )
 
 // Main runs the command line of a binary serving app and exits with its
@@ -46,7 +46,7 @@ import (
 func Main(app App, opts ...Option) {
 	// go-redis logs through one process-wide logger: route it through slog
 	// (debug level) before any client exists, instead of its raw stderr
-	// lines (see internal/redislog).
+	// lines (see internal/runtime/redislog).
 	redislog.Install()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	all := append([]Option{WithName(filepath.Base(os.Args[0])), withProcessLogger()}, opts...)

@@ -6,7 +6,7 @@ import (
 
 	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/codec"
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 )
 
 // Config configures a backend node. Zero fields take the defaults documented

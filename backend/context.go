@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/codec"
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 )

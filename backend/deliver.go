@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 )
 
 // ErrNotStored is returned (wrapped) by Deliver when the message could not

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/backend"
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
 	"github.com/zcluster/zcluster/zctest"
 )
 

@@ -86,7 +86,6 @@ func TestEtcdCluster(t *testing.T) {
 	requireDocker(t)
 	buildImages(t)
 	s := newStack(t, "docker-compose.etcd3.yml", partitionOverride)
-	s.env = append(s.env, "ZC_ETCD_IMAGE=zcluster-local/etcd:offline")
 	s.mustCompose("up", "-d", "--scale", "im=2")
 	s.waitHealthy(3 * time.Minute)
 	g1, g2 := s.gateAddr("gate1"), s.gateAddr("gate2")

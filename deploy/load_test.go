@@ -14,7 +14,7 @@ import (
 	"github.com/aceld/zinx/znet"
 
 	"github.com/zcluster/zcluster/examples/chat"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // reply is the outcome of one echo request of a load client.

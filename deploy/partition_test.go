@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/examples/chat"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // partitionOverride shortens the leases so that expiries show within the

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/topview"
+	"github.com/zcluster/zcluster/internal/tools/topview"
 )
 
 // requireDocker skips the test unless ZC_DOCKER=1. With it set, a Docker
@@ -44,7 +44,21 @@ var (
 	imagesOnce sync.Once
 	imagesErr  error
 	imagesTook time.Duration
+	imagesTag  = fmt.Sprintf("test%d", os.Getpid())
+	imagesMade bool
 )
+
+// TestMain removes the images this process built (the Debian base stays,
+// cached for the next run).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imagesMade {
+		for _, name := range []string{"zcluster", "etcd", "redis"} {
+			_, _ = docker("image", "rm", "zcluster-local/"+name+":"+imagesTag)
+		}
+	}
+	os.Exit(code)
+}
 
 // buildImages runs offline/build-images.sh once per test process.
 func buildImages(t *testing.T) {
@@ -53,8 +67,13 @@ func buildImages(t *testing.T) {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, filepath.Join("offline", "build-images.sh")).CombinedOutput()
+		// A tag of this process's own: another checkout's test run on the
+		// same engine cannot swap the images under it.
+		cmd := exec.CommandContext(ctx, filepath.Join("offline", "build-images.sh"))
+		cmd.Env = append(os.Environ(), "ZC_IMAGE_TAG="+imagesTag)
+		out, err := cmd.CombinedOutput()
 		imagesTook = time.Since(start)
+		imagesMade = true
 		if err != nil {
 			imagesErr = fmt.Errorf("offline/build-images.sh: %v\n%s", err, out)
 			return
@@ -96,7 +115,8 @@ func newStack(t *testing.T, extra ...string) *stack {
 		t:       t,
 		project: fmt.Sprintf("zct%s%d", name, os.Getpid()),
 		files:   []string{"docker-compose.yml", "docker-compose.offline.yml"},
-		env:     []string{"ZC_GATE1_PUBLISH=127.0.0.1:", "ZC_GATE2_PUBLISH=127.0.0.1:"},
+		env: []string{"ZC_GATE1_PUBLISH=127.0.0.1:", "ZC_GATE2_PUBLISH=127.0.0.1:",
+			"ZC_IMAGE_TAG=" + imagesTag, "ZC_ETCD_IMAGE=zcluster-local/etcd:" + imagesTag},
 	}
 	dir := t.TempDir()
 	for i, e := range extra {

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/cluster"
-	"github.com/zcluster/zcluster/internal/clusternode"
-	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
 	"github.com/zcluster/zcluster/protocol"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/zcluster/zcluster/internal/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 	"github.com/zcluster/zcluster/session"
 )
 
@@ -37,6 +37,10 @@ func (c *Context) Payload() []byte { return c.payload }
 
 // GateID returns the id of the gate running the handler.
 func (c *Context) GateID() string { return c.g.cfg.ID }
+
+// NodeID returns the id of the node running the handler, this gate (the
+// same method as backend.Context.NodeID).
+func (c *Context) NodeID() string { return c.g.cfg.ID }
 
 // Context returns a context cancelled when the gate stops.
 func (c *Context) Context() context.Context { return c.g.ctx }

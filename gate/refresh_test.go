@@ -14,9 +14,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zcluster/zcluster/cluster"
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/testkit"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 	"github.com/zcluster/zcluster/registry"
 )
 

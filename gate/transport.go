@@ -7,9 +7,9 @@ import (
 	"net"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/clientnet"
-	"github.com/zcluster/zcluster/internal/frame"
-	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/internal/runtime/clientnet"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
+	"github.com/zcluster/zcluster/internal/runtime/zinxkit"
 )
 
 // A client reaches the gate over one of several transports. Each listener

@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/zcluster/zcluster/internal/redisrun"
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/devstack/redisrun"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
 )
 
 func newStore(t *testing.T, mutate func(*Config)) (*Store, *redis.Client) {

@@ -9,7 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/zcluster/zcluster/internal/embedetcd"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
 )
 
 // startEtcd starts an embedded etcd with its data in a temp dir, closed when

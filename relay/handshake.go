@@ -12,7 +12,7 @@ import (
 	"net"
 	"syscall"
 
-	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
 )
 
 // Frame msgIDs on a relay link. The handshake uses 1..3, in that order,

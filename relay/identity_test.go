@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
 )
 
 // tlsAuth runs the dialer's side of the handshake by hand over TLS,

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/frame"
-	"github.com/zcluster/zcluster/internal/tcpopt"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
+	"github.com/zcluster/zcluster/internal/runtime/tcpopt"
 )
 
 // writerDrain bounds how long a closed link waits for its writer's flush

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/frame"
-	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
+	"github.com/zcluster/zcluster/internal/runtime/zinxkit"
 )
 
 // Defaults for the zero fields of Config.

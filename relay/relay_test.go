@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/frame"
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
 )
 
 const testTimeout = 10 * time.Second

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/zinxkit"
+	"github.com/zcluster/zcluster/internal/runtime/zinxkit"
 )
 
 // refuseFlush bounds how long a refused connection's queued Challenge may

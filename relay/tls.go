@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/zcluster/zcluster/internal/tlsutil"
+	"github.com/zcluster/zcluster/internal/runtime/tlsutil"
 )
 
 // ErrTLSConfig is returned by New when Config.TLS cannot be used: a

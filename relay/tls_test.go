@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/zcluster/zcluster/internal/tlsutil"
+	"github.com/zcluster/zcluster/internal/runtime/tlsutil"
 )
 
 func newTestCA(t *testing.T) *tlsutil.TestCA {

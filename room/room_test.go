@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
 	"github.com/zcluster/zcluster/room"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/zcluster/zcluster/gate"
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 	"github.com/zcluster/zcluster/protocol"
 )
 

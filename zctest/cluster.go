@@ -35,8 +35,8 @@ import (
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/gate"
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/redisrun"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/devstack/redisrun"
 	"github.com/zcluster/zcluster/registry"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/zcluster/zcluster/internal/bench"
+	"github.com/zcluster/zcluster/internal/tools/bench"
 )
 
 // benchOptions are the flags of the bench command.

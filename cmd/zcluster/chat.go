@@ -16,7 +16,7 @@ import (
 
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/relay"
 )

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/frame"
+	"github.com/zcluster/zcluster/internal/runtime/frame"
 	"github.com/zcluster/zcluster/relay"
 )
 

@@ -24,10 +24,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/zcluster/zcluster/examples/chat"
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/testkit"
-	"github.com/zcluster/zcluster/internal/topview"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
+	"github.com/zcluster/zcluster/internal/tools/topview"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // composePath is the compose file under test, from this package's directory.
@@ -241,7 +241,7 @@ func TestComposeEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(dockerfile), "ZINX_CONFIG_FILE_PATH") {
-		t.Errorf("deploy/Dockerfile sets ZINX_CONFIG_FILE_PATH: zcluster keeps zinx quiet itself (internal/zinxquiet)")
+		t.Errorf("deploy/Dockerfile sets ZINX_CONFIG_FILE_PATH: zcluster keeps zinx quiet itself (internal/runtime/zinxquiet)")
 	}
 	if t.Failed() {
 		t.FailNow()

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/examples/chat"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/embedetcd"
-	"github.com/zcluster/zcluster/internal/testkit"
+	"github.com/zcluster/zcluster/internal/devstack/embedetcd"
+	"github.com/zcluster/zcluster/internal/testonly/testkit"
 )
 
 // closedAddr is a loopback address nothing listens on.

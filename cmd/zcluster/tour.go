@@ -12,7 +12,7 @@ import (
 
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/inbox"
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // stepTimeout bounds each step of the tour.

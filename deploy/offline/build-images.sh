@@ -10,6 +10,7 @@
 #   zcluster-local/zcluster:offline  FROM scratch: the static zcluster binary
 #   zcluster-local/etcd:offline      Debian's etcd-server + etcdctl
 #   zcluster-local/redis:offline     Debian's redis-server + redis-cli
+# (ZC_IMAGE_TAG=T builds :T instead; the compose override reads it too.)
 # The etcd and Redis images are built FROM zcluster-local/debian:<key>, a
 # minimal Debian root made with debootstrap and `docker import`. That base
 # is built once per machine and reused while it exists (its tag changes
@@ -85,10 +86,7 @@ for svc in etcd redis; do
   docker build -q --build-arg "BASE=$base" -f "$here/$svc.Dockerfile" \
     -t "zcluster-local/$svc:$tag" "$here" >/dev/null
 done
-# Earlier builds of these tags, now untagged, go; so do bases of an older
-# recipe (nothing is built on them any more).
+# Earlier builds of these tags, now untagged, go.
 docker image prune -f --filter label=org.zcluster.offline >/dev/null
-docker image ls --format '{{.Repository}}:{{.Tag}}' zcluster-local/debian | grep -vx "$base" |
-  xargs -r docker image rm >/dev/null 2>&1 || true
 log "done"
 docker image ls --filter reference='zcluster-local/*'
