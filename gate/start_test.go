@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcluster/zcluster/internal/zclient"
+	"github.com/zcluster/zcluster/internal/tools/zclient"
 )
 
 // TestStartInterruptedTellsClients: a gate whose start is interrupted
