@@ -91,9 +91,12 @@ type Gate struct {
 	// testHookRefresh, if set (by tests), runs inside refreshOnce between
 	// listing the sessions and writing them.
 	testHookRefresh func()
-	stopOnce        sync.Once
-	stopErr         error // what Shutdown returned; written once, in stopOnce
-	done            chan struct{}
+	// testHookRegister, if set (by tests), runs in Start once the client
+	// listener is up, just before the gate registers.
+	testHookRegister func(ctx context.Context)
+	stopOnce         sync.Once
+	stopErr          error // what Shutdown returned; written once, in stopOnce
+	done             chan struct{}
 }
 
 // client is the gate's state for one client connection.
@@ -229,17 +232,18 @@ func (g *Gate) Start(ctx context.Context) error {
 		err = g.startExtraListeners()
 	}
 	if err != nil {
-		g.stopListeners()
-		g.node.Close(ctx)
+		g.abortStart(ctx)
 		return err
 	}
 	routes := make([]registry.Route, 0, len(g.handlers))
 	for _, h := range g.handlers {
 		routes = append(routes, h.route)
 	}
+	if g.testHookRegister != nil {
+		g.testHookRegister(ctx)
+	}
 	if err := g.node.Register(ctx, g.clientAdv, routes); err != nil {
-		g.stopListeners()
-		g.node.Close(ctx)
+		g.abortStart(ctx)
 		return err
 	}
 	g.goLoop(g.sweepLoop)
@@ -251,6 +255,24 @@ func (g *Gate) Start(ctx context.Context) error {
 	g.goLoop(g.inboxSweepLoop)
 	g.goLoop(g.connsLoop)
 	return nil
+}
+
+// abortStartTimeout bounds the stop of a gate whose Start failed after its
+// client listener was up (see abortStart).
+const abortStartTimeout = 10 * time.Second
+
+// abortStart stops a gate whose Start failed once its client listener was
+// up: clients may have connected and logged in meanwhile (registering in
+// etcd can take a while, and a SIGTERM may interrupt it), so they are
+// stopped as Shutdown stops them: told why (msgID 9), closed, their Redis
+// records removed. ctx may be over already (an interrupted start): the
+// stop gets abortStartTimeout of its own.
+func (g *Gate) abortStart(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortStartTimeout)
+	defer cancel()
+	if err := g.Shutdown(sctx); err != nil {
+		g.log.Warn("stopping the gate after a failed start", "cause", err)
+	}
 }
 
 // goLoop runs fn in a goroutine the gate waits for on Shutdown. Once

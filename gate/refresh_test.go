@@ -31,6 +31,19 @@ type testGate struct {
 
 func startTestGate(t *testing.T, mod func(*Config), setup ...func(*Gate)) *testGate {
 	t.Helper()
+	g := newTestGate(t, mod, setup...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// newTestGate is startTestGate without the Start; the test's cleanup
+// shuts the gate down all the same.
+func newTestGate(t *testing.T, mod func(*Config), setup ...func(*Gate)) *testGate {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e, err := embedetcd.Start(ctx, t.TempDir())
@@ -73,9 +86,6 @@ func startTestGate(t *testing.T, mod func(*Config), setup ...func(*Gate)) *testG
 	}, Anonymous())
 	for _, fn := range setup {
 		fn(g)
-	}
-	if err := g.Start(ctx); err != nil {
-		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

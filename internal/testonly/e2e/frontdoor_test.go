@@ -239,11 +239,22 @@ func TestInflightLimitBlocksOnlyItsConnection(t *testing.T) {
 	other := dial(t, g)
 	chatkit.Login(t, other, "other")
 	v := startVictim(other)
-	time.Sleep(300 * time.Millisecond)
+	// The other client is served while greedy stays blocked: let it get
+	// several echoes through, then stop it. Pending counts the victim's
+	// own echo while one is in flight, so the limit is checked once the
+	// victim has stopped (it waits for each answer, so none is left): any
+	// of greedy's held requests forwarded meanwhile would still be
+	// pending then, as nothing answers them.
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := v.sent.Load(); n < 10 {
+			return fmt.Errorf("the other client got %d echoes, want 10", n)
+		}
+		return nil
+	})
+	v.stop(t, 3*time.Second)
 	if p := g.Pending(); p != limit {
 		t.Fatalf("%d requests forwarded, past the limit of %d", p, limit)
 	}
-	v.stop(t, 3*time.Second)
 
 	// A kick (the same user logs in elsewhere) closes the blocked
 	// connection now, not when its answers come.
