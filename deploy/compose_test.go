@@ -31,6 +31,11 @@ func TestComposeOffline(t *testing.T) {
 	t.Logf("up -d: all healthy %v after up returned (%v in all)", took.Round(time.Second), time.Since(t0).Round(time.Second))
 	ps := s.mustCompose("ps")
 	t.Logf("docker-compose ps:\n%s", ps)
+	// The image holds no zinx.json: zcluster itself keeps zinx's
+	// config-file complaint out of every node's output.
+	if logs := s.mustCompose("logs", "--no-color", "gate1", "im"); strings.Contains(logs, "zinx.json") || strings.Contains(logs, "zconf.go") {
+		t.Errorf("a node printed zinx's config complaint:\n%s", logs)
+	}
 
 	// A stock zinx client on each gate's published port; they chat.
 	g1, g2 := s.gateAddr("gate1"), s.gateAddr("gate2")

@@ -259,6 +259,17 @@ func TestComposeEnvironment(t *testing.T) {
 
 	var nodes []*composeNode
 	gates := map[string]string{} // service -> client address
+	// Each FreeAddr is free when picked but not held: two picks can name
+	// the same port, so re-pick until every listen address is distinct.
+	used := map[string]bool{}
+	freeAddr := func() string {
+		for {
+			if a := testkit.FreeAddr(t); !used[a] {
+				used[a] = true
+				return a
+			}
+		}
+	}
 	for _, name := range names {
 		s := cf.Services[name]
 		env := map[string]string{}
@@ -282,7 +293,7 @@ func TestComposeEnvironment(t *testing.T) {
 		env["ZC_REDIS"] = redisAddr
 		for _, k := range []string{"ZC_LISTEN", "ZC_RELAY", "ZC_HTTP"} {
 			if v, ok := env[k]; ok {
-				env[k] = loopbackFor(v, testkit.FreeAddr(t))
+				env[k] = loopbackFor(v, freeAddr())
 			}
 		}
 		n.httpAddr = env["ZC_HTTP"]

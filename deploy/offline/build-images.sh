@@ -35,12 +35,10 @@ log() { printf '== %s (%ss)\n' "$*" "$SECONDS"; }
 
 # --- zcluster: static binary FROM scratch -----------------------------------
 log "zcluster binary (CGO_ENABLED=0)"
-mkdir -p "$work/zcluster/etc/zcluster"
+mkdir -p "$work/zcluster/etc"
 version=$(git describe --always --dirty 2>/dev/null || echo dev)
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/zcluster/zcluster.buildVersion=$version" \
   -o "$work/zcluster/zcluster" ./cmd/zcluster
-# zinx reads this file at start; {} changes nothing and silences it.
-echo '{}' > "$work/zcluster/etc/zcluster/zinx.json"
 # A non-root user for USER (scratch has no /etc/passwd of its own).
 echo 'nonroot:x:65532:65532:nonroot:/:/sbin/nologin' > "$work/zcluster/etc/passwd"
 echo 'nonroot:x:65532:' > "$work/zcluster/etc/group"
