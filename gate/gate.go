@@ -639,7 +639,7 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 			g.deliver(c, env.MsgID, env.Payload)
 		}
 	case relay.KindDone:
-		r, ok := g.pending.done(env.Seq, string(env.Source))
+		r, ok := g.pending.done(env.Seq, env.Source)
 		if ok && env.Flags&relay.FlagError != 0 {
 			g.sendErrorTo(r.session, r.msgID, string(env.Payload))
 		}
