@@ -146,23 +146,13 @@ saveGates(KEYS[1], t)
 return n
 `)
 
-// run runs a one-key script with EVALSHA, and with EVAL if Redis does not
-// know it.
-func (s *Store) run(ctx context.Context, sc *redis.Script, key string, args ...any) *redis.Cmd {
-	r := sc.EvalSha(ctx, s.rdb, []string{key}, args...)
-	if redis.HasErrorPrefix(r.Err(), "NOSCRIPT") {
-		r = sc.Eval(ctx, s.rdb, []string{key}, args...)
-	}
-	return r
-}
-
 // Join puts session sid, owned by gate, in room. It reports whether the
 // session was not in the room before.
 func (s *Store) Join(ctx context.Context, room, sid, gate string) (bool, error) {
 	if err := check(room, sid, gate); err != nil {
 		return false, err
 	}
-	n, err := s.run(ctx, joinScript, s.Key(room), sid, gate).Int()
+	n, err := joinScript.Run(ctx, s.rdb, []string{s.Key(room)}, sid, gate).Int()
 	if err != nil {
 		return false, fmt.Errorf("room %s: join: %w", room, err)
 	}
@@ -179,7 +169,7 @@ func (s *Store) Leave(ctx context.Context, room, sid string) (bool, error) {
 	if err := check(room, sid, "-"); err != nil {
 		return false, err
 	}
-	n, err := s.run(ctx, leaveScript, s.Key(room), sid).Int()
+	n, err := leaveScript.Run(ctx, s.rdb, []string{s.Key(room)}, sid).Int()
 	if err != nil {
 		return false, fmt.Errorf("room %s: leave: %w", room, err)
 	}
@@ -254,7 +244,7 @@ func (s *Store) PurgeGate(ctx context.Context, gate string) (int, error) {
 	}
 	total := 0
 	for _, r := range rooms {
-		n, err := s.run(ctx, purgeScript, s.Key(r), gate).Int()
+		n, err := purgeScript.Run(ctx, s.rdb, []string{s.Key(r)}, gate).Int()
 		if err != nil {
 			return total, fmt.Errorf("room %s: purge gate %s: %w", r, gate, err)
 		}
