@@ -82,7 +82,6 @@ type Backend struct {
 	inflight     atomic.Int64 // messages accepted and not finished
 	callsRunning atomic.Int64 // Call handlers running or waiting for Start
 	refused      atomic.Int64 // messages answered busy
-	lastMsg      atomic.Int64 // unix nanos of the last received message
 	live         atomic.Bool  // node is set: replies can be sent
 
 	// startMu orders goroutine launches from the relay's reader (Calls,
@@ -360,12 +359,16 @@ func (s *Backend) waitHandlers(ctx context.Context) error {
 	}
 }
 
+// drain waits until nothing has arrived for DrainQuiet and nothing is in
+// flight, at most DrainTimeout. Arrivals are read from the relay's
+// received-envelope counter, so the per-message path stamps no time.
 func (s *Backend) drain(ctx context.Context) {
 	deadline := time.Now().Add(s.cfg.DrainTimeout)
-	s.lastMsg.Store(time.Now().UnixNano())
+	seen, quietSince := s.node.Relay.Stats().EnvelopesReceived, time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		quiet := time.Since(time.Unix(0, s.lastMsg.Load())) >= s.cfg.DrainQuiet
-		if quiet && s.inflight.Load() == 0 {
+		if n := s.node.Relay.Stats().EnvelopesReceived; n != seen {
+			seen, quietSince = n, time.Now()
+		} else if time.Since(quietSince) >= s.cfg.DrainQuiet && s.inflight.Load() == 0 {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -410,7 +413,6 @@ func (s *Backend) sweep() {
 // Call gets a goroutine of its own (or is refused busy at once), a Call's
 // answer wakes its caller.
 func (s *Backend) onEnvelope(env *relay.Envelope) {
-	s.lastMsg.Store(time.Now().UnixNano())
 	switch env.Kind {
 	case relay.KindForward:
 		s.inflight.Add(1)

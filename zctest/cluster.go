@@ -278,28 +278,35 @@ func (c *Cluster) Clients() (*clientv3.Client, redis.UniversalClient, error) {
 	return cli, rdb, nil
 }
 
+// node is the cluster.Node part shared by gates and backends: fresh
+// store clients (closed by Close) and the cluster-wide settings.
+func (c *Cluster) node(id, relay string) (cluster.Node, error) {
+	cli, rdb, err := c.Clients()
+	if err != nil {
+		return cluster.Node{}, err
+	}
+	return cluster.Node{
+		ID:          id,
+		RelayListen: relay,
+		Etcd:        cli,
+		Redis:       rdb,
+		Secret:      c.cfg.Secret,
+		TTL:         c.cfg.TTL,
+		SessionTTL:  c.cfg.SessionTTL,
+		Version:     c.cfg.Version,
+		Logger:      c.cfg.Logger,
+	}, nil
+}
+
 // StartGate creates and starts a gate called id running Config.Gate (or
 // the test login) and the options' setups.
 func (c *Cluster) StartGate(ctx context.Context, id string, opts ...NodeOption) (*gate.Gate, error) {
 	o := collect(opts)
-	cli, rdb, err := c.Clients()
+	node, err := c.node(id, o.relay)
 	if err != nil {
 		return nil, err
 	}
-	cfg := gate.Config{
-		Node: cluster.Node{
-			ID:          id,
-			RelayListen: o.relay,
-			Etcd:        cli,
-			Redis:       rdb,
-			Secret:      c.cfg.Secret,
-			TTL:         c.cfg.TTL,
-			SessionTTL:  c.cfg.SessionTTL,
-			Version:     c.cfg.Version,
-			Logger:      c.cfg.Logger,
-		},
-		ClientListen: o.listen,
-	}
+	cfg := gate.Config{Node: node, ClientListen: o.listen}
 	if c.cfg.GateConfig != nil {
 		c.cfg.GateConfig(&cfg)
 	}
@@ -338,24 +345,11 @@ func (c *Cluster) StartGate(ctx context.Context, id string, opts ...NodeOption) 
 // running Config.Backend and the options' setups.
 func (c *Cluster) StartBackend(ctx context.Context, id, group string, opts ...NodeOption) (*backend.Backend, error) {
 	o := collect(opts)
-	cli, rdb, err := c.Clients()
+	node, err := c.node(id, o.relay)
 	if err != nil {
 		return nil, err
 	}
-	cfg := backend.Config{
-		Node: cluster.Node{
-			ID:          id,
-			RelayListen: o.relay,
-			Etcd:        cli,
-			Redis:       rdb,
-			Secret:      c.cfg.Secret,
-			TTL:         c.cfg.TTL,
-			SessionTTL:  c.cfg.SessionTTL,
-			Version:     c.cfg.Version,
-			Logger:      c.cfg.Logger,
-		},
-		Group: group,
-	}
+	cfg := backend.Config{Node: node, Group: group}
 	if c.cfg.BackendConfig != nil {
 		c.cfg.BackendConfig(&cfg)
 	}

@@ -164,60 +164,57 @@ func readFrame(r *bufio.Reader, buf []byte) (uint32, []byte, error) {
 
 // login logs the connection in as user and waits for the answer.
 func (lc *loadConn) login(ctx context.Context, user string) error {
-	if d, ok := ctx.Deadline(); ok {
-		_ = lc.nc.SetDeadline(d)
-		defer lc.nc.SetDeadline(time.Time{})
+	reply, errFrame, err := lc.roundTrip(ctx, msgLogin, []byte(user))
+	switch {
+	case err != nil:
+		return fmt.Errorf("bench: login %s: %w", user, err)
+	case errFrame != nil:
+		return fmt.Errorf("bench: login %s: %s", user, errFrame)
+	case !bytes.Contains(reply, []byte(`"ok":true`)):
+		return fmt.Errorf("bench: login %s refused: %s", user, reply)
 	}
-	if _, err := lc.w.Write(frame.Append(nil, msgLogin, []byte(user))); err != nil {
-		return err
-	}
-	if err := lc.w.Flush(); err != nil {
-		return err
-	}
-	var buf []byte
-	for {
-		msgID, p, err := readFrame(lc.r, buf)
-		if err != nil {
-			return fmt.Errorf("bench: login %s: %w", user, err)
-		}
-		buf = p
-		switch msgID {
-		case msgLogin:
-			if !bytes.Contains(p, []byte(`"ok":true`)) {
-				return fmt.Errorf("bench: login %s refused: %s", user, p)
-			}
-			return nil
-		case msgError:
-			return fmt.Errorf("bench: login %s: %s", user, p)
-		}
-	}
+	return nil
 }
 
 // request sends msgID with payload before the load starts and waits for
 // the answer with the same msgID (an error frame fails it).
 func (lc *loadConn) request(ctx context.Context, msgID uint32, payload []byte) error {
+	_, errFrame, err := lc.roundTrip(ctx, msgID, payload)
+	switch {
+	case err != nil:
+		return fmt.Errorf("bench: msgID %d: %w", msgID, err)
+	case errFrame != nil:
+		return fmt.Errorf("bench: msgID %d: %s", msgID, errFrame)
+	}
+	return nil
+}
+
+// roundTrip sends msgID with payload and waits, within ctx's deadline,
+// for the answer with the same msgID (reply) or an error frame (errFrame);
+// other frames are skipped.
+func (lc *loadConn) roundTrip(ctx context.Context, msgID uint32, payload []byte) (reply, errFrame []byte, err error) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = lc.nc.SetDeadline(d)
 		defer lc.nc.SetDeadline(time.Time{})
 	}
 	if _, err := lc.w.Write(frame.Append(nil, msgID, payload)); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if err := lc.w.Flush(); err != nil {
-		return err
+		return nil, nil, err
 	}
 	var buf []byte
 	for {
 		id, p, err := readFrame(lc.r, buf)
 		if err != nil {
-			return fmt.Errorf("bench: msgID %d: %w", msgID, err)
+			return nil, nil, err
 		}
 		buf = p
 		switch id {
 		case msgID:
-			return nil
+			return p, nil, nil
 		case msgError:
-			return fmt.Errorf("bench: msgID %d: %s", msgID, p)
+			return nil, p, nil
 		}
 	}
 }
