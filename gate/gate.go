@@ -115,31 +115,39 @@ type client struct {
 	// loginTimer enforces Config.LoginTimeout; nil when there is none.
 	loginTimer *time.Timer
 	mu         sync.Mutex
-	user       string
-	userB      []byte
-	closing    atomic.Bool
+	// ident is the logged-in user, set once by login; read without mu on
+	// every frame.
+	ident   atomic.Pointer[identity]
+	closing atomic.Bool
 	// handlers are the backend nodes that handled its messages (under
 	// mu), told when the session closes.
 	handlers []string
 }
 
+// identity is a logged-in client's user, as a string and as bytes.
+type identity struct {
+	user  string
+	userB []byte
+}
+
 func (c *client) login(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.user != "" {
+	if !c.ident.CompareAndSwap(nil, &identity{user: user, userB: []byte(user)}) {
 		return false
 	}
-	c.user, c.userB = user, []byte(user)
 	if c.loginTimer != nil {
 		c.loginTimer.Stop()
 	}
 	return true
 }
 
+// identity returns the client's user ("" and nil before login).
 func (c *client) identity() (string, []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.user, c.userB
+	if id := c.ident.Load(); id != nil {
+		return id.user, id.userB
+	}
+	return "", nil
 }
 
 // New validates cfg and returns a gate that is not started yet.
@@ -639,7 +647,7 @@ func (g *Gate) onEnvelope(env *relay.Envelope) {
 			g.deliver(c, env.MsgID, env.Payload)
 		}
 	case relay.KindDone:
-		r, ok := g.pending.done(env.Seq, string(env.Source))
+		r, ok := g.pending.done(env.Seq, env.Source)
 		if ok && env.Flags&relay.FlagError != 0 {
 			g.sendErrorTo(r.session, r.msgID, string(env.Payload))
 		}

@@ -65,35 +65,16 @@ func (p *pendingTable) add(seq uint64, r pendingRequest) {
 
 // done removes seq if it was forwarded to node; a Done from another node is
 // ignored (a peer cannot finish requests it was not given).
-func (p *pendingTable) done(seq uint64, node string) (pendingRequest, bool) {
-	s := p.shard(seq)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.m[seq]
-	if !ok || r.node != node {
-		return pendingRequest{}, false
-	}
-	delete(s.m, seq)
-	r.release()
-	return r, true
+func (p *pendingTable) done(seq uint64, node []byte) (pendingRequest, bool) {
+	return p.take(seq, func(r *pendingRequest) bool { return r.node == string(node) })
 }
 
-// remove takes seq out of the table (its send failed), releasing its
-// in-flight token, and reports whether it was still there (if not, an
-// answer or the sweep took it, and released the token).
 // doneFor is done for a final reply: it also requires the request to be
 // the session's.
 func (p *pendingTable) doneFor(seq uint64, node, session []byte) (pendingRequest, bool) {
-	s := p.shard(seq)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.m[seq]
-	if !ok || r.node != string(node) || r.session != string(session) {
-		return pendingRequest{}, false
-	}
-	delete(s.m, seq)
-	r.release()
-	return r, true
+	return p.take(seq, func(r *pendingRequest) bool {
+		return r.node == string(node) && r.session == string(session)
+	})
 }
 
 // answers reports whether seq is an open request forwarded to node for
@@ -106,16 +87,27 @@ func (p *pendingTable) answers(seq uint64, node, session []byte) bool {
 	return ok && r.node == string(node) && r.session == string(session)
 }
 
+// remove takes seq out of the table (its send failed), releasing its
+// in-flight token, and reports whether it was still there (if not, an
+// answer or the sweep took it, and released the token).
 func (p *pendingTable) remove(seq uint64) bool {
+	_, ok := p.take(seq, func(*pendingRequest) bool { return true })
+	return ok
+}
+
+// take removes seq and releases its in-flight token if it is open and
+// match accepts it.
+func (p *pendingTable) take(seq uint64, match func(*pendingRequest) bool) (pendingRequest, bool) {
 	s := p.shard(seq)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	r, ok := s.m[seq]
-	if ok {
-		delete(s.m, seq)
-		r.release()
+	if !ok || !match(&r) {
+		return pendingRequest{}, false
 	}
-	s.mu.Unlock()
-	return ok
+	delete(s.m, seq)
+	r.release()
+	return r, true
 }
 
 // failNodeSoon gives every request forwarded to node until deadline, then

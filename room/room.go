@@ -243,17 +243,67 @@ func (s *Store) PurgeGate(ctx context.Context, gate string) (int, error) {
 		return 0, fmt.Errorf("rooms of gate %s: %w", gate, err)
 	}
 	total := 0
-	for _, r := range rooms {
-		n, err := purgeScript.Run(ctx, s.rdb, []string{s.Key(r)}, gate).Int()
-		if err != nil {
-			return total, fmt.Errorf("room %s: purge gate %s: %w", r, gate, err)
-		}
+	for len(rooms) > 0 {
+		chunk := rooms[:min(len(rooms), purgeBatch)]
+		rooms = rooms[len(chunk):]
+		n, err := s.purge(ctx, chunk, gate)
 		total += n
+		if err != nil {
+			return total, err
+		}
 	}
 	if err := s.rdb.Del(ctx, s.gateKey(gate)).Err(); err != nil {
 		return total, fmt.Errorf("rooms of gate %s: %w", gate, err)
 	}
 	return total, nil
+}
+
+// purgeBatch is how many rooms one PurgeGate pipeline purges.
+const purgeBatch = 256
+
+// purge runs purgeScript on rooms in one pipeline (and the ones Redis did
+// not know the script for again, with EVAL, in a second), so a gate with
+// members in many rooms costs a round trip per purgeBatch rooms, not per
+// room. It returns how many memberships it removed and the first error.
+func (s *Store) purge(ctx context.Context, rooms []string, gate string) (int, error) {
+	exec := func(eval func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd, rooms []string) []*redis.Cmd {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(rooms))
+		for i, r := range rooms {
+			cmds[i] = eval(ctx, pipe, []string{s.Key(r)}, gate)
+		}
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		return cmds
+	}
+	cmds := exec(purgeScript.EvalSha, rooms)
+	var again []int
+	for i, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		sub := make([]string, len(again))
+		for j, i := range again {
+			sub[j] = rooms[i]
+		}
+		for j, c := range exec(purgeScript.Eval, sub) {
+			cmds[again[j]] = c
+		}
+	}
+	total := 0
+	var first error
+	for i, c := range cmds {
+		n, err := c.Int()
+		if err != nil {
+			if first == nil {
+				first = fmt.Errorf("room %s: purge gate %s: %w", rooms[i], gate, err)
+			}
+			continue
+		}
+		total += n
+	}
+	return total, first
 }
 
 // onlineKey is the hash of gates' logged-in session counts.

@@ -3,6 +3,7 @@ package room_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -67,5 +68,49 @@ func TestJoinLeavePurge(t *testing.T) {
 	}
 	if _, err := s.Join(ctx, strings.Repeat("x", 256), "s", "g"); !errors.Is(err, room.ErrInvalid) {
 		t.Fatalf("long name: %v", err)
+	}
+}
+
+// TestPurgeGateManyRooms: a gate with members in more rooms than one
+// pipeline carries loses them all, other gates' members stay, and it works
+// when Redis has forgotten the script (SCRIPT FLUSH, a restart).
+func TestPurgeGateManyRooms(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testkit.Redis(t)})
+	defer rdb.Close()
+	s := room.New(rdb, "tp:")
+	ctx := context.Background()
+	const rooms = 700
+	for i := range rooms {
+		r := "r" + strconv.Itoa(i)
+		if _, err := s.Join(ctx, r, "a"+strconv.Itoa(i), "dead"); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := s.Join(ctx, r, "b"+strconv.Itoa(i), "live"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeGate(ctx, "dead"); err != nil || n != rooms {
+		t.Fatalf("purge = %d, %v; want %d", n, err, rooms)
+	}
+	for i := range rooms {
+		m, err := s.Members(ctx, "r"+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if i%2 == 0 {
+			want = 1
+		}
+		if len(m) != want || (want == 1 && m["b"+strconv.Itoa(i)] != "live") {
+			t.Fatalf("room r%d after purge: %v", i, m)
+		}
+	}
+	if n, err := s.PurgeGate(ctx, "dead"); err != nil || n != 0 {
+		t.Fatalf("second purge = %d, %v; want 0", n, err)
 	}
 }

@@ -33,6 +33,9 @@ type Conn struct {
 	frames chan Frame
 	done   chan struct{}
 	err    error
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed by Close: the reader stops waiting for room in frames
 }
 
 // streamConn is what a Conn reads frames from and writes them to.
@@ -55,7 +58,7 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 }
 
 func newConn(nc streamConn) *Conn {
-	c := &Conn{nc: nc, frames: make(chan Frame, 4096), done: make(chan struct{})}
+	c := &Conn{nc: nc, frames: make(chan Frame, 4096), done: make(chan struct{}), closed: make(chan struct{})}
 	go c.read()
 	return c
 }
@@ -80,7 +83,12 @@ func (c *Conn) read() {
 			c.err = err
 			return
 		}
-		c.frames <- Frame{MsgID: binary.BigEndian.Uint32(hdr[:4]), Payload: p}
+		select {
+		case c.frames <- Frame{MsgID: binary.BigEndian.Uint32(hdr[:4]), Payload: p}:
+		case <-c.closed:
+			c.err = ErrClosed
+			return
+		}
 	}
 }
 
@@ -149,5 +157,9 @@ func (c *Conn) Err() error {
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Close closes the connection.
-func (c *Conn) Close() error { return c.nc.Close() }
+// Close closes the connection; the reader goroutine ends even if Frames
+// is never drained.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.nc.Close()
+}
