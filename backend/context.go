@@ -168,13 +168,17 @@ func (c *Context) Call(ctx context.Context, group string, msgID uint32, payload 
 // one.
 const pickWait = time.Second
 
-// waitPick polls the topology for a node of group for at most pickWait.
-func (s *Backend) waitPick(group, key string) (registry.Node, bool) {
+// waitPick polls the topology for a node of group for at most pickWait,
+// and no longer than ctx allows.
+func (s *Backend) waitPick(ctx context.Context, group, key string) (registry.Node, bool) {
 	deadline := time.Now().Add(min(pickWait, s.cfg.CallTimeout))
 	for time.Now().Before(deadline) {
 		t := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-s.ctx.Done():
+			t.Stop()
+			return registry.Node{}, false
+		case <-ctx.Done():
 			t.Stop()
 			return registry.Node{}, false
 		case <-t.C:
@@ -197,8 +201,11 @@ func (s *Backend) call(ctx context.Context, session, user, group string, msgID u
 	if !ok {
 		// A node of the group may have registered a moment ago, before
 		// this node's watch caught up (both just started): wait a little.
-		node, ok = s.waitPick(group, key)
+		node, ok = s.waitPick(ctx, group, key)
 		if !ok {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("call group %q msgID %d: %w", group, msgID, err)
+			}
 			return nil, fmt.Errorf("%w for group %q", ErrNoNode, group)
 		}
 	}
