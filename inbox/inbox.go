@@ -71,10 +71,8 @@ const (
 	MetaTTLFactor = 7
 	// MaxPayload is the largest application payload Append takes.
 	MaxPayload = 64 << 10
-	// maxBatch is how many appends one pipeline carries.
-	maxBatch = 256
-	// maxPipelines is how many append pipelines may be in flight at once.
-	maxPipelines = 8
+	// DefaultMaxPendingBytes is the default of Config.MaxPendingBytes.
+	DefaultMaxPendingBytes = 64 << 20
 )
 
 // Sentinel errors.
@@ -87,6 +85,11 @@ var (
 	// ErrBadReply is returned (wrapped) when Redis answers a script with
 	// something this package did not write (a foreign key of another type).
 	ErrBadReply = errors.New("inbox: unexpected reply from redis")
+	// ErrBusy is returned (wrapped) by AppendAsync when Config.MaxPendingBytes
+	// of appends are already waiting for Redis.
+	ErrBusy = errors.New("inbox: too many appends waiting for redis")
+	// ErrClosed is returned (wrapped) by appends made after Close.
+	ErrClosed = errors.New("inbox: store closed")
 )
 
 // Config configures a Store.
@@ -100,6 +103,10 @@ type Config struct {
 	MaxLen int
 	// TTL is how long a message is kept (default 24h, at least 1s).
 	TTL time.Duration
+	// MaxPendingBytes bounds the appends accepted and not yet completed
+	// (their payloads plus 128 bytes each; default 64 MiB); beyond it
+	// AppendAsync answers ErrBusy.
+	MaxPendingBytes int64
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -120,6 +127,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
+	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if c.MaxPendingBytes < 0 {
+		return c, fmt.Errorf("%w: MaxPendingBytes %d is negative", ErrInvalidConfig, c.MaxPendingBytes)
 	}
 	if c.TTL < time.Second {
 		return c, fmt.Errorf("%w: TTL %v is below 1s", ErrInvalidConfig, c.TTL)
@@ -154,27 +167,36 @@ type Page struct {
 }
 
 // Stats are counters since New. RedisCalls counts round trips (a pipeline
-// counts once); Appends counts appended messages.
+// counts once); Appends counts appended messages; Scripts counts the append
+// scripts run (one per user per pipeline: a user's appends queued together
+// are stored by one script).
 type Stats struct {
 	RedisCalls uint64
 	Appends    uint64
+	Scripts    uint64
 }
 
-// Store reads and appends users' inboxes. Safe for concurrent use. It owns
-// no goroutine: concurrent Appends are sent as pipelines by the callers
-// themselves (group commit): a caller that finds fewer than maxPipelines in
-// flight sends everything queued, the others wait for their result or for
-// the lead to be handed to them.
+// Store reads and appends users' inboxes. Safe for concurrent use.
+//
+// Appends go through lanes (a user always to the same one): a lane sends
+// what queued in it as one pipeline, waits for the answer, then sends what
+// queued meanwhile (group commit). One pipeline per lane in flight keeps
+// every user's appends in the order they were made; the lanes run in
+// parallel. A lane's goroutine runs while the lane has work and is waited
+// for by Close.
 type Store struct {
 	cfg        Config
 	ttlMS      int64
 	metaTTLMS  int64
 	redisCalls atomic.Uint64
 	appends    atomic.Uint64
+	scripts    atomic.Uint64
 
-	mu      sync.Mutex
-	queue   []*appendReq
-	leaders int // callers sending pipelines now (at most maxPipelines)
+	lanes   [numLanes]lane
+	pending atomic.Int64 // bytes charged by appends accepted and not completed
+	wg      sync.WaitGroup
+	closeMu sync.RWMutex // held for reading while an append is accepted
+	closed  bool
 }
 
 // New returns a Store. It does not contact Redis.
@@ -194,7 +216,7 @@ func (s *Store) TTL() time.Duration { return s.cfg.TTL }
 
 // Stats returns the counters.
 func (s *Store) Stats() Stats {
-	return Stats{RedisCalls: s.redisCalls.Load(), Appends: s.appends.Load()}
+	return Stats{RedisCalls: s.redisCalls.Load(), Appends: s.appends.Load(), Scripts: s.scripts.Load()}
 }
 
 // tag returns the hash tag content for user.
@@ -216,194 +238,6 @@ func checkUser(user string) error {
 		return fmt.Errorf("%w: empty user", ErrInvalidArgument)
 	}
 	return nil
-}
-
-// appendReq is one Append waiting for its pipeline.
-type appendReq struct {
-	user    string
-	msgID   uint32
-	payload []byte
-	pos     Position
-	err     error
-	done    chan struct{} // closed when pos/err are set
-	lead    chan struct{} // receives when this caller must send the next pipeline
-	// promoted is set (under Store.mu) when the lead was handed to it.
-	promoted bool
-}
-
-// Append stores one message in user's inbox and returns its offset and the
-// inbox's epoch. It returns once Redis has run the append (see the package
-// doc for what that means for durability). Concurrent calls share
-// pipelines. On an error the message may or may not be stored.
-func (s *Store) Append(ctx context.Context, user string, msgID uint32, payload []byte) (Position, error) {
-	if err := checkUser(user); err != nil {
-		return Position{}, err
-	}
-	if len(payload) > MaxPayload {
-		return Position{}, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrInvalidArgument, len(payload), MaxPayload)
-	}
-	r := &appendReq{user: user, msgID: msgID, payload: payload, done: make(chan struct{}), lead: make(chan struct{}, 1)}
-	s.mu.Lock()
-	s.queue = append(s.queue, r)
-	lead := s.leaders < maxPipelines
-	if lead {
-		s.leaders++
-	}
-	s.mu.Unlock()
-	if lead {
-		s.runBatches(ctx, r)
-	}
-	for {
-		select {
-		case <-r.done:
-			s.mu.Lock()
-			s.declineLocked(r)
-			s.mu.Unlock()
-			return r.pos, r.err
-		case <-r.lead:
-			s.mu.Lock()
-			r.promoted = false
-			s.mu.Unlock()
-			s.runBatches(ctx, r)
-		case <-ctx.Done():
-			// Still queued: leave; else the pipeline is out and decides.
-			s.mu.Lock()
-			for i, q := range s.queue {
-				if q == r {
-					s.queue = append(s.queue[:i], s.queue[i+1:]...)
-					s.declineLocked(r)
-					s.mu.Unlock()
-					return Position{}, fmt.Errorf("inbox: append for %s: %w", user, ctx.Err())
-				}
-			}
-			s.mu.Unlock()
-			// Already in a pipeline: its outcome is the answer.
-			<-r.done
-			s.mu.Lock()
-			s.declineLocked(r)
-			s.mu.Unlock()
-			return r.pos, r.err
-		}
-	}
-}
-
-// declineLocked passes on a lead handed to r that r will not use (it is
-// done or gone). s.mu is held.
-func (s *Store) declineLocked(r *appendReq) {
-	if r.promoted {
-		<-r.lead // sent under s.mu with r.promoted, not received since
-		r.promoted = false
-		s.handOffLocked()
-	}
-}
-
-// runBatches sends queued appends as pipelines until own is done, then
-// hands the lead to the next waiter (or ends it if none waits).
-func (s *Store) runBatches(ctx context.Context, own *appendReq) {
-	for {
-		s.mu.Lock()
-		n := min(len(s.queue), maxBatch)
-		batch := make([]*appendReq, n)
-		copy(batch, s.queue[:n])
-		s.queue = append(s.queue[:0], s.queue[n:]...)
-		if n == 0 {
-			s.leaders--
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		s.sendBatch(context.WithoutCancel(ctx), batch)
-		select {
-		case <-own.done:
-			s.mu.Lock()
-			s.handOffLocked()
-			s.mu.Unlock()
-			return
-		default:
-		}
-	}
-}
-
-// handOffLocked gives this caller's lead to the oldest waiter not already
-// promoted, or ends it if none waits. s.mu is held.
-func (s *Store) handOffLocked() {
-	for _, q := range s.queue {
-		if !q.promoted {
-			q.promoted = true
-			q.lead <- struct{}{}
-			return
-		}
-	}
-	s.leaders--
-}
-
-// batchTimeout bounds one pipeline.
-const batchTimeout = 5 * time.Second
-
-// sendBatch runs one pipeline of append scripts (EVALSHA, and EVAL again
-// for those Redis did not know the script for) and completes each request.
-func (s *Store) sendBatch(ctx context.Context, batch []*appendReq) {
-	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
-	defer cancel()
-	cmds := s.appendPipeline(ctx, batch, true)
-	var retry []int
-	for i, c := range cmds {
-		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-			retry = append(retry, i)
-		}
-	}
-	if len(retry) > 0 {
-		sub := make([]*appendReq, len(retry))
-		for j, i := range retry {
-			sub[j] = batch[i]
-		}
-		again := s.appendPipeline(ctx, sub, false)
-		for j, i := range retry {
-			cmds[i] = again[j]
-		}
-	}
-	for i, r := range batch {
-		r.pos, r.err = parseAppend(cmds[i])
-		if r.err != nil {
-			r.err = fmt.Errorf("inbox: append for %s: %w", r.user, r.err)
-		} else {
-			s.appends.Add(1)
-		}
-		close(r.done)
-	}
-}
-
-func (s *Store) appendPipeline(ctx context.Context, batch []*appendReq, sha bool) []*redis.Cmd {
-	eval := appendScript.Eval
-	if sha {
-		eval = appendScript.EvalSha
-	}
-	pipe := s.cfg.Client.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, r := range batch {
-		cmds[i] = eval(ctx, pipe, []string{s.StreamKey(r.user), s.MetaKey(r.user)},
-			r.msgID, r.payload, s.cfg.MaxLen, s.ttlMS, s.metaTTLMS, strconv.FormatUint(NewEpoch(r.user), 10))
-	}
-	s.redisCalls.Add(1)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	return cmds
-}
-
-func parseAppend(c *redis.Cmd) (Position, error) {
-	v, err := c.Slice()
-	if err != nil {
-		return Position{}, err
-	}
-	if len(v) != 2 {
-		return Position{}, fmt.Errorf("%w: %v", ErrBadReply, v)
-	}
-	off, ok1 := v[0].(int64)
-	es, ok2 := v[1].(string)
-	ep, err := strconv.ParseUint(es, 10, 64)
-	if !ok1 || !ok2 || err != nil || off < 1 {
-		return Position{}, fmt.Errorf("%w: %v", ErrBadReply, v)
-	}
-	return Position{Offset: uint64(off), Epoch: ep}, nil
 }
 
 // maxLuaOffset caps offsets sent to the scripts (Lua numbers are doubles).

@@ -2,10 +2,12 @@ package inbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -337,5 +339,105 @@ func TestRedisCluster(t *testing.T) {
 		if pg.Last != 3 || len(pg.Entries) != 3 || heads[i] != (Head{Epoch: pg.Epoch, Last: 3}) {
 			t.Fatalf("%s: %+v, head %+v", u, pg, heads[i])
 		}
+	}
+}
+
+// TestAppendAsyncKeepsOrderPerUser: appends made one after another for a
+// user, without waiting, are stored in that order with dense offsets, and
+// their dones run in that order; a user's appends queued together share
+// one script.
+func TestAppendAsyncKeepsOrderPerUser(t *testing.T) {
+	s, _ := newStore(t, nil)
+	ctx := ctxT(t)
+	const users, each = 20, 300
+	var mu sync.Mutex
+	got := map[string][]uint64{}
+	var wg sync.WaitGroup
+	for u := 0; u < users; u++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user := fmt.Sprintf("o%d", u)
+			for i := 0; i < each; i++ {
+				err := s.AppendAsync(user, uint32(i), []byte(strconv.Itoa(i)), func(p Position, err error) {
+					if err != nil {
+						t.Error(err)
+					}
+					mu.Lock()
+					got[user] = append(got[user], p.Offset)
+					mu.Unlock()
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	t.Logf("%d appends, %d scripts, %d round trips", st.Appends, st.Scripts, st.RedisCalls)
+	if st.Appends != users*each || st.Scripts >= st.Appends || st.RedisCalls > st.Scripts {
+		t.Fatalf("stats %+v: want %d appends in fewer scripts, in fewer round trips", st, users*each)
+	}
+	for u := 0; u < users; u++ {
+		user := fmt.Sprintf("o%d", u)
+		offs := got[user]
+		if len(offs) != each {
+			t.Fatalf("%s: %d dones, want %d", user, len(offs), each)
+		}
+		for i, o := range offs {
+			if o != uint64(i+1) {
+				t.Fatalf("%s: done %d has offset %d (dones out of order or offsets not dense)", user, i, o)
+			}
+		}
+		pg, err := s.Read(ctx, user, 0, each)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range pg.Entries {
+			if e.Offset != uint64(i+1) || e.MsgID != uint32(i) || string(e.Payload) != strconv.Itoa(i) {
+				t.Fatalf("%s: entry %d is %+v: stored out of order", user, i, e)
+			}
+		}
+	}
+}
+
+// TestAppendAsyncBusyAndClosed: past MaxPendingBytes an append is refused
+// with ErrBusy at once; after Close with ErrClosed; Close waits for the
+// dones of accepted appends.
+func TestAppendAsyncBusyAndClosed(t *testing.T) {
+	s, _ := newStore(t, func(c *Config) { c.MaxPendingBytes = 1000 })
+	release := make(chan struct{})
+	stored := make(chan Position, 1)
+	if err := s.AppendAsync("erin", 1, make([]byte, 900), func(p Position, err error) {
+		<-release // the append stays pending until released
+		stored <- p
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.AppendAsync("erin", 2, make([]byte, 100), func(Position, error) { t.Error("done called for a refused append") })
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("second append: %v, want ErrBusy", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(ctxT(t)) }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before the pending append's done ran", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if p := <-stored; p.Offset != 1 {
+		t.Fatalf("pending append stored at %+v", p)
+	}
+	if err := s.AppendAsync("erin", 3, nil, func(Position, error) {}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after Close: %v, want ErrClosed", err)
 	}
 }

@@ -47,25 +47,31 @@ local function now_ms()
 end
 `
 
-// appendScript appends one message and returns {offset, epoch}.
-// ARGV: msgID, payload, maxlen, ttl ms, meta ttl ms, epoch to use if the
-// inbox has none. An inbox without meta (new, expired, flushed) starts a new
-// epoch; a stream left from an older epoch is deleted first, since its
-// offsets cannot continue.
+// appendScript appends one or more messages of one user, in order, and
+// returns {offset of the first, epoch}; the others follow it densely.
+// ARGV: maxlen, ttl ms, meta ttl ms, epoch to use if the inbox has none,
+// then a msgID and a payload per message. An inbox without meta (new,
+// expired, flushed) starts a new epoch; a stream left from an older epoch
+// is deleted first, since its offsets cannot continue.
 var appendScript = redis.NewScript(trimLua + `
 local e = redis.call('HGET', KEYS[2], 'e')
 if not e then
-  e = ARGV[6]
+  e = ARGV[4]
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', e)
 end
-local s = redis.call('HINCRBY', KEYS[2], 's', 1)
+local k = (#ARGV - 4) / 2
+local s = redis.call('HINCRBY', KEYS[2], 's', k)
+local first = s - k + 1
 local now = now_ms()
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], string.format('%d-0', s), 't', now, 'm', ARGV[1], 'd', ARGV[2])
-trim_old(KEYS[1], now, tonumber(ARGV[4]))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {s, e}
+for i = 0, k - 1 do
+  redis.call('XADD', KEYS[1], string.format('%d-0', first + i), 't', now, 'm', ARGV[5 + 2 * i], 'd', ARGV[6 + 2 * i])
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
+trim_old(KEYS[1], now, tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {first, e}
 `)
 
 // readScript returns {epoch, last offset, first stored offset, entries}
