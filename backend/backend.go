@@ -78,6 +78,7 @@ type Backend struct {
 	disp    *dispatcher       // client messages; exists from New on
 	calls   *callTable
 	callSeq atomic.Uint64
+	orders  orderTable // sessions with an unfinished deferred message
 
 	inflight     atomic.Int64 // messages accepted and not finished
 	callsRunning atomic.Int64 // Call handlers running or waiting for Start
@@ -386,8 +387,10 @@ func (s *Backend) work() {
 		if q.key != "" && s.trackOn() {
 			s.track(relay.KindForward, q.key, it.user, it.source)
 		}
-		s.run(&Context{s: s, t: task{kind: relay.KindForward, source: it.source, seq: it.seq,
-			msgID: it.msgID, session: q.key, user: it.user, payload: it.payload}})
+		c := &Context{s: s, t: task{kind: relay.KindForward, source: it.source, seq: it.seq,
+			msgID: it.msgID, session: q.key, user: it.user, payload: it.payload}}
+		s.orders.attach(c)
+		s.run(c)
 		s.disp.done(q, it)
 		s.inflight.Add(-1)
 	}
@@ -551,7 +554,12 @@ func (s *Backend) run(c *Context) {
 	default:
 		err = s.safeCall(h.fn, c)
 	}
-	c.finish(err)
+	switch {
+	case c.deferred == nil:
+		c.finish(err)
+	case err != nil:
+		c.deferred.Finish(err)
+	}
 	s.cfg.Observer.Handled(t.msgID, t.kind == relay.KindCall, time.Since(start), err)
 }
 

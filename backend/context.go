@@ -24,6 +24,10 @@ type Context struct {
 	heldMsg []byte
 
 	codec codec.Codec // set by a typed handler (Typed)
+
+	deferred *Deferred   // set by Defer
+	order    *replyOrder // set while answers of the session may have to wait
+	slot     *replySlot  // this message's place in order
 }
 
 // Session returns the client session the message came from ("" for a Call
@@ -62,7 +66,16 @@ func (c *Context) Context() context.Context { return c.s.ctx }
 // ignored). It is sent when the handler returns, unless the handler returns
 // an error, which the caller gets instead. A second Reply sends nothing
 // and returns ErrAlreadyReplied.
+//
+// After Defer, Reply is the Deferred's Reply.
 func (c *Context) Reply(msgID uint32, payload []byte) error {
+	if c.deferred != nil {
+		return c.deferred.Reply(msgID, payload)
+	}
+	return c.reply(msgID, payload)
+}
+
+func (c *Context) reply(msgID uint32, payload []byte) error {
 	if c.t.kind == relay.KindCall {
 		if c.held {
 			return fmt.Errorf("%w: msgID %d is a Call, which has one result", ErrAlreadyReplied, c.t.msgID)
@@ -82,7 +95,7 @@ func (c *Context) sendReply(msgID uint32, payload []byte, flags uint8) error {
 	if c.t.kind == relay.KindCall {
 		return c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindCallReply, Flags: flags &^ relay.FlagDone, Seq: c.t.seq, MsgID: msgID, Payload: payload})
 	}
-	return c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindReply, Flags: flags, Seq: c.t.seq, MsgID: msgID, Session: []byte(c.t.session), Payload: payload})
+	return c.s.emit(c, &relay.Envelope{Kind: relay.KindReply, Flags: flags, Seq: c.t.seq, MsgID: msgID, Session: []byte(c.t.session), Payload: payload})
 }
 
 // finish ends the message: the held reply goes out marked done, or a bare
@@ -99,18 +112,20 @@ func (c *Context) finish(herr error) {
 		}
 		return
 	}
-	if herr != nil {
+	switch {
+	case herr != nil:
 		if c.held {
 			_ = c.sendReply(c.heldID, c.heldMsg, 0)
 		}
-		_ = c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, Seq: c.t.seq, MsgID: c.t.msgID, Session: []byte(c.t.session), Payload: []byte(herr.Error())})
-		return
-	}
-	if c.held {
+		_ = c.s.emit(c, &relay.Envelope{Kind: relay.KindDone, Flags: relay.FlagError, Seq: c.t.seq, MsgID: c.t.msgID, Session: []byte(c.t.session), Payload: []byte(herr.Error())})
+	case c.held:
 		_ = c.sendReply(c.heldID, c.heldMsg, relay.FlagDone)
-		return
+	default:
+		_ = c.s.emit(c, &relay.Envelope{Kind: relay.KindDone, Seq: c.t.seq, MsgID: c.t.msgID, Session: []byte(c.t.session)})
 	}
-	_ = c.s.send(c.t.source, &relay.Envelope{Kind: relay.KindDone, Seq: c.t.seq, MsgID: c.t.msgID, Session: []byte(c.t.session)})
+	if c.slot != nil {
+		c.s.slotDone(c)
+	}
 }
 
 func (c *Context) timeout() (context.Context, context.CancelFunc) {

@@ -38,18 +38,78 @@ type Delivery struct {
 // inbox.MsgMessage frame carrying msgID and payload.
 //
 // Unlike PushUser it costs a Redis write per message (concurrent Delivers
-// share pipelines). payload must not be modified after the call.
+// share pipelines, and one user's messages queued together share one
+// script). ctx bounds the wait: when it ends first, Deliver returns an
+// error wrapping ErrNotStored and ctx's error, and the message may still be
+// stored and pushed. A handler that must not wait for Redis uses
+// DeliverAsync with Context.Defer. payload must not be modified after the
+// call.
 func (s *Backend) Deliver(ctx context.Context, user string, msgID uint32, payload []byte) (Delivery, error) {
+	type result struct {
+		d   Delivery
+		err error
+	}
+	ch := make(chan result, 1)
+	if err := s.DeliverAsync(user, msgID, payload, func(d Delivery, err error) { ch <- result{d, err} }); err != nil {
+		return Delivery{}, err
+	}
+	select {
+	case r := <-ch:
+		return r.d, r.err
+	case <-ctx.Done():
+		return Delivery{}, fmt.Errorf("%w (it may still be stored): %w", ErrNotStored, ctx.Err())
+	}
+}
+
+// DeliverAsync is Deliver without the wait: it queues the message and
+// returns at once; done is called with the outcome once the message is
+// stored and handed to the user's gate (or with an error wrapping
+// ErrNotStored). Messages to one user are stored, pushed and completed in
+// the order of the DeliverAsync and Deliver calls, so a handler that sends
+// a session's messages in order keeps them in order without waiting.
+//
+// done runs on a goroutine of the backend and must not block: it delays
+// the completions of other users' messages. It is the place to answer a
+// deferred message (Context.Defer):
+//
+//	d := c.Defer()
+//	err := c.DeliverAsync(to, MsgNote, note, func(r backend.Delivery, err error) {
+//		if err != nil {
+//			d.Finish(err) // an error frame
+//			return
+//		}
+//		d.Finish(d.Reply(MsgNoteSent, ack(r.Offset)))
+//	})
+//	return err // an error here finishes the deferred message too
+//
+// It fails at once, without calling done, before Start, for an empty user
+// or a payload over inbox.MaxPayload, and when too many appends already wait
+// for Redis (inbox.ErrBusy): all wrap ErrNotStored. payload must not be
+// modified after the call.
+func (s *Backend) DeliverAsync(user string, msgID uint32, payload []byte, done func(Delivery, error)) error {
 	if s.node == nil {
-		return Delivery{}, fmt.Errorf("%w: backend not started", ErrNotStored)
+		return fmt.Errorf("%w: backend not started", ErrNotStored)
 	}
-	pos, err := s.node.Inbox.Append(ctx, user, msgID, payload)
+	err := s.node.Inbox.AppendAsync(user, msgID, payload, func(pos inbox.Position, err error) {
+		if err != nil {
+			done(Delivery{}, fmt.Errorf("%w: %w", ErrNotStored, err))
+			return
+		}
+		done(s.pushStored(user, msgID, payload, pos), nil)
+	})
 	if err != nil {
-		return Delivery{}, fmt.Errorf("%w: %w", ErrNotStored, err)
+		return fmt.Errorf("%w: %w", ErrNotStored, err)
 	}
+	return nil
+}
+
+// pushStored pushes a stored message to user's gate if user is logged in.
+func (s *Backend) pushStored(user string, msgID uint32, payload []byte, pos inbox.Position) Delivery {
 	d := Delivery{Offset: pos.Offset, Epoch: pos.Epoch}
 	frame := inbox.AppendMessage(make([]byte, 0, inbox.MessageHeaderLen+len(payload)), pos.Offset, pos.Epoch, msgID, payload)
-	err = s.node.PushReliable(ctx, user, frame)
+	ctx, cancel := s.timeoutCtx()
+	defer cancel()
+	err := s.node.PushReliable(ctx, user, frame)
 	switch {
 	case err == nil:
 		d.Online = true
@@ -59,7 +119,7 @@ func (s *Backend) Deliver(ctx context.Context, user string, msgID uint32, payloa
 		// fetches it when it notices the gap.
 		s.log.Debug("reliable push failed; the message waits in the inbox", "user", user, "offset", pos.Offset, "cause", err)
 	}
-	return d, nil
+	return d
 }
 
 // Deliver is Backend.Deliver bounded by the backend's call timeout.
@@ -67,6 +127,11 @@ func (c *Context) Deliver(user string, msgID uint32, payload []byte) (Delivery, 
 	ctx, cancel := c.timeout()
 	defer cancel()
 	return c.s.Deliver(ctx, user, msgID, payload)
+}
+
+// DeliverAsync is Backend.DeliverAsync.
+func (c *Context) DeliverAsync(user string, msgID uint32, payload []byte, done func(Delivery, error)) error {
+	return c.s.DeliverAsync(user, msgID, payload, done)
 }
 
 // InboxStats returns the counters of the backend's inbox store: reliable

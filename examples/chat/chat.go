@@ -138,11 +138,20 @@ func reliableSend(c *backend.Context) error {
 		return reply(c.Reply, MsgReliable, ReliableReply{Error: `want {"to":"user","text":"..."}`})
 	}
 	msg, _ := json.Marshal(Message{From: c.User(), Text: req.Text})
-	d, err := c.Deliver(req.To, MsgReliableMsg, msg)
+	// The handler does not wait for Redis: the session's next message runs
+	// while this one is stored, and the ack goes out once it is.
+	later := c.Defer()
+	err := c.DeliverAsync(req.To, MsgReliableMsg, msg, func(d backend.Delivery, err error) {
+		if err != nil {
+			later.Finish(fmt.Errorf("cannot store the message for %s: %w", req.To, err)) // Redis unavailable: an error frame
+			return
+		}
+		later.Finish(reply(later.Reply, MsgReliable, ReliableReply{OK: true, Offset: d.Offset, Queued: !d.Online}))
+	})
 	if err != nil {
-		return fmt.Errorf("cannot store the message for %s: %w", req.To, err) // Redis unavailable: an error frame
+		return fmt.Errorf("cannot store the message for %s: %w", req.To, err)
 	}
-	return reply(c.Reply, MsgReliable, ReliableReply{OK: true, Offset: d.Offset, Queued: !d.Online})
+	return nil
 }
 
 func chainEcho(c *backend.Context) error {

@@ -364,6 +364,10 @@ func (n *Node) Close(ctx context.Context) {
 	}
 	n.drops = nil
 	n.dropMu.Unlock()
+	// Reliable appends still waiting for Redis complete (and push) first.
+	if err := n.Inbox.Close(ctx); err != nil {
+		n.log.Warn("stopping with reliable appends still waiting for redis; their senders get no answer", "node", n.cfg.ID, "cause", err)
+	}
 	n.Relay.Close()
 	n.Topology.Close()
 	n.stopInval()
