@@ -249,22 +249,47 @@ func (s *Backend) ID() string { return s.cfg.ID }
 func (s *Backend) Group() string { return s.cfg.Group }
 
 // RelayAddr returns the advertised relay address.
-func (s *Backend) RelayAddr() string { return s.node.RelayAddr() }
+func (s *Backend) RelayAddr() string {
+	if s.node == nil {
+		return ""
+	}
+	return s.node.RelayAddr()
+}
 
 // Topology returns the live cluster view.
-func (s *Backend) Topology() *registry.Topology { return s.node.Topology }
+func (s *Backend) Topology() *registry.Topology {
+	if s.node == nil {
+		return nil
+	}
+	return s.node.Topology
+}
 
 // Registered reports whether the node is registered in etcd right now.
 func (s *Backend) Registered() bool { return s.node != nil && s.node.Registered() }
 
 // Reregistrations returns how many times the node had to register again.
-func (s *Backend) Reregistrations() int64 { return s.node.Reregistrations() }
+func (s *Backend) Reregistrations() int64 {
+	if s.node == nil {
+		return 0
+	}
+	return s.node.Reregistrations()
+}
 
 // RelayStats returns the relay's counters.
-func (s *Backend) RelayStats() relay.Stats { return s.node.Relay.Stats() }
+func (s *Backend) RelayStats() relay.Stats {
+	if s.node == nil {
+		return relay.Stats{}
+	}
+	return s.node.Relay.Stats()
+}
 
 // RelayPeers returns the nodes this backend has a live outbound link to.
-func (s *Backend) RelayPeers() []string { return s.node.Relay.Peers() }
+func (s *Backend) RelayPeers() []string {
+	if s.node == nil {
+		return nil
+	}
+	return s.node.Relay.Peers()
+}
 
 // Queued returns the number of messages received and not yet handled.
 func (s *Backend) Queued() int64 { return s.inflight.Load() }
@@ -275,10 +300,20 @@ func (s *Backend) Queued() int64 { return s.inflight.Load() }
 func (s *Backend) Refused() int64 { return s.refused.Load() }
 
 // SessionStats returns the session directory's counters.
-func (s *Backend) SessionStats() session.Stats { return s.node.Sessions.Stats() }
+func (s *Backend) SessionStats() session.Stats {
+	if s.node == nil {
+		return session.Stats{}
+	}
+	return s.node.Sessions.Stats()
+}
 
 // PingRedis checks that Redis answers.
-func (s *Backend) PingRedis(ctx context.Context) error { return s.node.Sessions.Ping(ctx) }
+func (s *Backend) PingRedis(ctx context.Context) error {
+	if s.node == nil {
+		return ErrNotStarted
+	}
+	return s.node.Sessions.Ping(ctx)
+}
 
 // Done is closed when Shutdown has finished.
 func (s *Backend) Done() <-chan struct{} { return s.done }

@@ -135,6 +135,9 @@ var (
 	ErrCallTimeout = errors.New("backend: call timed out")
 	// ErrCallFailed wraps an error the called handler returned.
 	ErrCallFailed = errors.New("backend: call failed")
+	// ErrNotStarted is returned by methods that need the cluster when
+	// they are called before Start.
+	ErrNotStarted = errors.New("backend: not started")
 	// ErrStopped is returned once the backend is shutting down.
 	ErrStopped = errors.New("backend: stopped")
 	// ErrAlreadyReplied is returned by a second Reply in a Call handler:

@@ -82,13 +82,13 @@ func (s *Backend) Deliver(ctx context.Context, user string, msgID uint32, payloa
 //	})
 //	return err // an error here finishes the deferred message too
 //
-// It fails at once, without calling done, before Start, for an empty user
+// It fails at once, without calling done, before Start (ErrNotStarted), for an empty user
 // or a payload over inbox.MaxPayload, and when too many appends already wait
 // for Redis (inbox.ErrBusy): all wrap ErrNotStored. payload must not be
 // modified after the call.
 func (s *Backend) DeliverAsync(user string, msgID uint32, payload []byte, done func(Delivery, error)) error {
 	if s.node == nil {
-		return fmt.Errorf("%w: backend not started", ErrNotStored)
+		return fmt.Errorf("%w: %w", ErrNotStored, ErrNotStarted)
 	}
 	err := s.node.Inbox.AppendAsync(user, msgID, payload, func(pos inbox.Position, err error) {
 		if err != nil {

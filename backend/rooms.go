@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/zcluster/zcluster/relay"
 )
@@ -89,25 +90,37 @@ func (c *Context) OnlineCount() (int, error) {
 }
 
 // PushRoom sends a frame to every member of room, from outside a handler
-// (a timer, a game loop). The node must be started.
+// (a timer, a game loop). ErrNotStarted before Start.
 func (s *Backend) PushRoom(ctx context.Context, room string, msgID uint32, payload []byte) error {
+	if s.node == nil {
+		return fmt.Errorf("push to room %q: %w", room, ErrNotStarted)
+	}
 	return s.node.PushRoom(ctx, room, msgID, payload)
 }
 
-// RoomCount returns how many sessions are in room. The node must be
-// started.
+// RoomCount returns how many sessions are in room. ErrNotStarted before
+// Start.
 func (s *Backend) RoomCount(ctx context.Context, room string) (int, error) {
+	if s.node == nil {
+		return 0, fmt.Errorf("count room %q: %w", room, ErrNotStarted)
+	}
 	return s.node.RoomCount(ctx, room)
 }
 
 // OnlineCount returns how many sessions are logged in on the cluster's
-// live gates (see Context.OnlineCount). The node must be started.
+// live gates (see Context.OnlineCount). ErrNotStarted before Start.
 func (s *Backend) OnlineCount(ctx context.Context) (int, error) {
+	if s.node == nil {
+		return 0, fmt.Errorf("online count: %w", ErrNotStarted)
+	}
 	return s.node.OnlineCount(ctx)
 }
 
 // RoomMembers returns the sessions in room (session id -> gate id), from
-// outside a handler. The node must be started.
+// outside a handler. ErrNotStarted before Start.
 func (s *Backend) RoomMembers(ctx context.Context, room string) (map[string]string, error) {
+	if s.node == nil {
+		return nil, fmt.Errorf("members of room %q: %w", room, ErrNotStarted)
+	}
 	return s.node.RoomMembers(ctx, room)
 }
