@@ -12,7 +12,8 @@
 //	             "<count> <gate>" line each (read by every push; small)
 //
 // A second key per gate, <prefix>gaterooms:{<gate>}, a set, lists the rooms
-// a gate has members in, so that the members of a gate that died without
+// a gate has members in (a room leaves it when the gate's last member
+// leaves), so that the members of a gate that died without
 // cleaning up can be removed (PurgeGate).
 package room
 
@@ -102,32 +103,78 @@ local function saveGates(k, t)
 end
 `
 
-// joinScript: KEYS[1] room, ARGV[1] session, ARGV[2] gate. Returns 1 if
-// the session joined, 0 if it was already in.
+// joinScript: KEYS[1] room, ARGV[1] session, ARGV[2] gate. Returns
+// {1, emptied} if the session joined, {0, ""} if it was already in;
+// emptied is the gate the session moved from if that gate has no member
+// of the room left, else "".
 var joinScript = redis.NewScript(luaGates + `
 local f = 's:' .. ARGV[1]
 local old = redis.call('HGET', KEYS[1], f)
-if old == ARGV[2] then return 0 end
+if old == ARGV[2] then return {0, ''} end
 local t = loadGates(KEYS[1])
-if old then t[old] = (t[old] or 1) - 1 end
+local emptied = ''
+if old then
+	t[old] = (t[old] or 1) - 1
+	if t[old] <= 0 then emptied = old end
+end
 t[ARGV[2]] = (t[ARGV[2]] or 0) + 1
 redis.call('HSET', KEYS[1], f, ARGV[2])
 saveGates(KEYS[1], t)
-return 1
+return {1, emptied}
 `)
 
-// leaveScript: KEYS[1] room, ARGV[1] session. Returns 1 if the session
-// left, 0 if it was not in.
+// leaveScript: KEYS[1] room, ARGV[1] session. Returns {1, emptied} if the
+// session left, {0, ""} if it was not in; emptied is the session's gate if
+// it has no member of the room left, else "".
 var leaveScript = redis.NewScript(luaGates + `
 local f = 's:' .. ARGV[1]
 local old = redis.call('HGET', KEYS[1], f)
-if not old then return 0 end
+if not old then return {0, ''} end
 redis.call('HDEL', KEYS[1], f)
 local t = loadGates(KEYS[1])
 t[old] = (t[old] or 1) - 1
 saveGates(KEYS[1], t)
-return 1
+if t[old] <= 0 then return {1, old} end
+return {1, ''}
 `)
+
+// scriptResult reads a join or leave script's {changed, emptied gate}.
+func scriptResult(c *redis.Cmd) (changed bool, emptied string, err error) {
+	v, err := c.Slice()
+	if err != nil {
+		return false, "", err
+	}
+	if len(v) != 2 {
+		return false, "", fmt.Errorf("room: unexpected script reply %v", v)
+	}
+	n, _ := v[0].(int64)
+	emptied, _ = v[1].(string)
+	return n == 1, emptied, nil
+}
+
+// unindex takes room out of gate's room set once the gate has no member
+// in it. The set is in another slot than the room, so this cannot be part
+// of the script: after the SREM the room's gate list is read again, and a
+// member that joined on that gate meanwhile puts the room back (a join
+// adds to the set after its script, so either its SADD comes after the
+// SREM, or the read sees its member).
+func (s *Store) unindex(ctx context.Context, room, gate string) error {
+	if err := s.rdb.SRem(ctx, s.gateKey(gate), room).Err(); err != nil {
+		return fmt.Errorf("room %s: unindex gate %s: %w", room, gate, err)
+	}
+	gates, err := s.Gates(ctx, room)
+	if err != nil {
+		return err
+	}
+	for _, g := range gates {
+		if g.Gate == gate && g.Members > 0 {
+			if err := s.rdb.SAdd(ctx, s.gateKey(gate), room).Err(); err != nil {
+				return fmt.Errorf("room %s: index gate %s: %w", room, gate, err)
+			}
+		}
+	}
+	return nil
+}
 
 // purgeScript: KEYS[1] room, ARGV[1] gate. Removes every member on the
 // gate; returns how many.
@@ -152,16 +199,19 @@ func (s *Store) Join(ctx context.Context, room, sid, gate string) (bool, error) 
 	if err := check(room, sid, gate); err != nil {
 		return false, err
 	}
-	n, err := joinScript.Run(ctx, s.rdb, []string{s.Key(room)}, sid, gate).Int()
+	joined, emptied, err := scriptResult(joinScript.Run(ctx, s.rdb, []string{s.Key(room)}, sid, gate))
 	if err != nil {
 		return false, fmt.Errorf("room %s: join: %w", room, err)
 	}
-	if n == 1 {
+	if joined {
 		if err := s.rdb.SAdd(ctx, s.gateKey(gate), room).Err(); err != nil {
 			return true, fmt.Errorf("room %s: index gate %s: %w", room, gate, err)
 		}
 	}
-	return n == 1, nil
+	if emptied != "" {
+		return joined, s.unindex(ctx, room, emptied)
+	}
+	return joined, nil
 }
 
 // Leave takes session sid out of room. It reports whether it was in.
@@ -169,11 +219,14 @@ func (s *Store) Leave(ctx context.Context, room, sid string) (bool, error) {
 	if err := check(room, sid, "-"); err != nil {
 		return false, err
 	}
-	n, err := leaveScript.Run(ctx, s.rdb, []string{s.Key(room)}, sid).Int()
+	left, emptied, err := scriptResult(leaveScript.Run(ctx, s.rdb, []string{s.Key(room)}, sid))
 	if err != nil {
 		return false, fmt.Errorf("room %s: leave: %w", room, err)
 	}
-	return n == 1, nil
+	if emptied != "" {
+		return left, s.unindex(ctx, room, emptied)
+	}
+	return left, nil
 }
 
 // GateCount is one gate's share of a room.

@@ -114,3 +114,57 @@ func TestPurgeGateManyRooms(t *testing.T) {
 		t.Fatalf("second purge = %d, %v; want 0", n, err)
 	}
 }
+
+// TestGateIndexForgetsEmptiedRooms: a gate's room set (what PurgeGate
+// walks) drops a room once the gate has no member left in it, by leaving
+// or by moving to another gate, so it does not grow with every room a
+// gate ever had members in.
+func TestGateIndexForgetsEmptiedRooms(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testkit.Redis(t)})
+	defer rdb.Close()
+	s := room.New(rdb, "ix:")
+	ctx := context.Background()
+	index := func(gate string) map[string]bool {
+		t.Helper()
+		rooms, err := rdb.SMembers(ctx, "ix:gaterooms:{"+gate+"}").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, r := range rooms {
+			out[r] = true
+		}
+		return out
+	}
+	for i := 0; i < 100; i++ {
+		r := "match-" + strconv.Itoa(i)
+		for _, sid := range []string{"a", "b"} {
+			if _, err := s.Join(ctx, r, sid, "g1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Leave(ctx, r, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if !index("g1")[r] {
+			t.Fatalf("%s left the index of g1 while b is still in it", r)
+		}
+		if _, err := s.Leave(ctx, r, "b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ix := index("g1"); len(ix) != 0 {
+		t.Fatalf("g1's room index keeps %d emptied rooms, e.g. %v", len(ix), ix)
+	}
+	// A member moving to another gate takes the room out of the old gate's
+	// index and into the new one's.
+	if _, err := s.Join(ctx, "lobby", "c", "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Join(ctx, "lobby", "c", "g2"); err != nil {
+		t.Fatal(err)
+	}
+	if index("g1")["lobby"] || !index("g2")["lobby"] {
+		t.Fatalf("after the move: g1 %v, g2 %v", index("g1"), index("g2"))
+	}
+}
