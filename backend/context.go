@@ -226,8 +226,11 @@ func (s *Backend) call(ctx context.Context, session, user, group string, msgID u
 	}
 	env := relay.Envelope{Kind: relay.KindCall, MsgID: msgID, Seq: seq, Session: []byte(session), User: []byte(user), Payload: payload}
 	p := s.calls.add(seq, node.ID)
-	if err := s.node.Relay.Send(s.ctx, node.ID, &env); err != nil {
+	if err := s.node.Relay.Send(ctx, node.ID, &env); err != nil {
 		s.calls.remove(seq)
+		if ctx.Err() != nil { // the caller gave up, not the node's fault
+			return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
+		}
 		// Unreachable (it died, its lease not expired yet): avoid it and
 		// try the next node of the group once.
 		s.node.Avoid(node.ID, time.Second)
@@ -237,7 +240,7 @@ func (s *Backend) call(ctx context.Context, session, user, group string, msgID u
 		}
 		node = next
 		p = s.calls.add(seq, node.ID)
-		if err := s.node.Relay.Send(s.ctx, node.ID, &env); err != nil {
+		if err := s.node.Relay.Send(ctx, node.ID, &env); err != nil {
 			s.calls.remove(seq)
 			return nil, fmt.Errorf("call %s msgID %d: %w", node.ID, msgID, err)
 		}
