@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/zcluster/zcluster/inbox"
 )
 
 // Scenarios lists the scenario names in the order they are documented.
@@ -191,6 +193,10 @@ type Result struct {
 	// backends' Redis round trips for inbox appends per delivered message
 	// (appends are pipelined); -1 otherwise.
 	RedisCallsPerMsg float64 `json:"redis_calls_per_msg"`
+	// InboxScriptsPerMsg is, for reliable in an in-process cluster, the
+	// append scripts run per delivered message (one user's appends queued
+	// together share a script); -1 otherwise.
+	InboxScriptsPerMsg float64 `json:"inbox_scripts_per_msg"`
 	// RelayPerSent is the relay envelopes the backends sent per request
 	// sent during the measured interval (room: the room pushes, one per
 	// gate with members, plus the forward's done); -1 when not measured.
@@ -212,13 +218,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.validate(); err != nil {
 		return Result{}, err
 	}
-	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1, RelayPerSent: -1, RedisCallsPerMsg: -1}
+	res := Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Window: cfg.Window, Payload: cfg.Payload, RedisCmdsPerMsg: -1, RedisCPUSecPer100k: -1, AllocsPerMsg: -1, SyscallsPerMsg: -1, LoadgenCPUShare: -1, RelayPerSent: -1, RedisCallsPerMsg: -1, InboxScriptsPerMsg: -1}
 
 	var addrs []string
 	var redisAddr string
 	var relaySent func() uint64
 	inProcess := true
-	var inboxCalls func() uint64 // in-process cluster: the backends' inbox round trips
+	var inboxStats func() inbox.Stats // in-process cluster: the backends' inbox counters
 	switch cfg.Scenario {
 	case "direct", "plain":
 		var srv server
@@ -252,7 +258,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 			defer cl.close()
 			addrs, redisAddr, relaySent = cl.gateAddrs(), cl.RedisAddr(), cl.relaySent
-			inboxCalls = cl.inboxCalls
+			inboxStats = cl.inboxStats
 			if cfg.Scenario == "ws-echo" {
 				addrs = cl.wsURLs()
 			}
@@ -303,8 +309,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		split.start()
 	}
 	a := snapshot(ctx, all, rdb)
-	if inboxCalls != nil {
-		a.inboxCalls = inboxCalls()
+	if inboxStats != nil {
+		a.inbox = inboxStats()
 	}
 	sentA, relayA := sentBy(senders), uint64(0)
 	if relaySent != nil {
@@ -316,8 +322,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	b := snapshot(ctx, all, rdb)
-	if inboxCalls != nil {
-		b.inboxCalls = inboxCalls()
+	if inboxStats != nil {
+		b.inbox = inboxStats()
 	}
 	if relaySent != nil {
 		if n := sentBy(senders) - sentA; n > 0 {
@@ -345,8 +351,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			res.AllocsPerMsg = float64(b.allocs-a.allocs) / msgs
 			res.SyscallsPerMsg = float64(b.syscalls-a.syscalls) / msgs
 		}
-		if cfg.Scenario == "reliable" && inboxCalls != nil {
-			res.RedisCallsPerMsg = float64(b.inboxCalls-a.inboxCalls) / msgs
+		if cfg.Scenario == "reliable" && inboxStats != nil {
+			res.RedisCallsPerMsg = float64(b.inbox.RedisCalls-a.inbox.RedisCalls) / msgs
+			res.InboxScriptsPerMsg = float64(b.inbox.Scripts-a.inbox.Scripts) / msgs
 		}
 		if a.redisOK && b.redisOK {
 			res.RedisCmdsPerMsg = float64(b.redisCmds-a.redisCmds) / msgs
@@ -520,7 +527,7 @@ type snap struct {
 	redisCmds uint64
 	redisCPU  float64
 
-	inboxCalls uint64
+	inbox inbox.Stats
 }
 
 func snapshot(ctx context.Context, all []*loadConn, rdb *redis.Client) snap {

@@ -124,6 +124,11 @@ func TestSmokeReliable(t *testing.T) {
 	if r.RedisCallsPerMsg <= 0 || r.RedisCallsPerMsg > 2 {
 		t.Fatalf("inbox round trips per delivery %v: want measured, at most one per append", r.RedisCallsPerMsg)
 	}
+	// At most one append script per message (fewer when a user's appends
+	// queued together share one).
+	if r.InboxScriptsPerMsg <= 0 || r.InboxScriptsPerMsg > 1 {
+		t.Fatalf("append scripts per delivery %v: want measured, at most one per message", r.InboxScriptsPerMsg)
+	}
 }
 
 func TestSmokeBroadcast(t *testing.T) {

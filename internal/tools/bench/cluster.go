@@ -9,6 +9,7 @@ import (
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/examples/chat"
 	"github.com/zcluster/zcluster/gate"
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/zctest"
 )
 
@@ -145,12 +146,14 @@ func (c *cluster) waitReady(ctx context.Context) error {
 
 func (c *cluster) close() { _ = c.Close() }
 
-// inboxCalls sums the backends' Redis round trips for reliable inbox
-// appends.
-func (c *cluster) inboxCalls() uint64 {
-	var n uint64
+// inboxStats sums the backends' inbox counters (reliable appends).
+func (c *cluster) inboxStats() inbox.Stats {
+	var n inbox.Stats
 	for _, b := range c.Backends() {
-		n += b.InboxStats().RedisCalls
+		st := b.InboxStats()
+		n.RedisCalls += st.RedisCalls
+		n.Appends += st.Appends
+		n.Scripts += st.Scripts
 	}
 	return n
 }

@@ -99,7 +99,7 @@ func (r Report) WriteText(w io.Writer) error {
 	for _, x := range r.Results {
 		fmt.Fprintf(w, "%s: %s\n", x.Scenario, x.Target)
 		if x.RedisCallsPerMsg >= 0 {
-			fmt.Fprintf(w, "%s: %.3f Redis round trips per delivery for inbox appends (pipelined)\n", x.Scenario, x.RedisCallsPerMsg)
+			fmt.Fprintf(w, "%s: %.3f Redis round trips and %.3f append scripts per delivery for inbox appends (pipelined; a user's appends queued together share a script)\n", x.Scenario, x.RedisCallsPerMsg, x.InboxScriptsPerMsg)
 		}
 		if x.RelayPerSent >= 0 {
 			fmt.Fprintf(w, "%s: %.2f relay envelopes from backends per request sent\n", x.Scenario, x.RelayPerSent)
