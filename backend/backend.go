@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/zcluster/zcluster/internal/runtime/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/waitgroup"
 	"github.com/zcluster/zcluster/protocol"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
@@ -375,24 +376,12 @@ func (s *Backend) stopLaunching() {
 
 // waitHandlers waits for the worker and Call goroutines, or for ctx.
 func (s *Backend) waitHandlers(ctx context.Context) error {
-	finished := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(finished)
-	}()
-	select {
-	case <-finished:
-		return nil
-	case <-ctx.Done():
-		select {
-		case <-finished: // both ready: the handlers did finish
-			return nil
-		default:
-		}
+	if err := waitgroup.Wait(ctx, &s.wg); err != nil {
 		n := s.inflight.Load()
-		s.log.Warn("shutdown gave up waiting for running handlers", "running", n, "cause", ctx.Err())
-		return fmt.Errorf("backend %s: shutdown: %d handlers still running: %w", s.cfg.ID, n, ctx.Err())
+		s.log.Warn("shutdown gave up waiting for running handlers", "running", n, "cause", err)
+		return fmt.Errorf("backend %s: shutdown: %d handlers still running: %w", s.cfg.ID, n, err)
 	}
+	return nil
 }
 
 // drain waits until nothing has arrived for DrainQuiet and nothing is in

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zcluster/zcluster/internal/runtime/waitgroup"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
 )
@@ -208,11 +209,7 @@ func (s *Backend) stopHooks(ctx context.Context) {
 	s.sessions.hookMu.Lock()
 	s.sessions.hookClosed = true
 	s.sessions.hookMu.Unlock()
-	done := make(chan struct{})
-	go func() { s.sessions.hookWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.log.Warn("session-closed hooks still running at shutdown")
+	if err := waitgroup.Wait(ctx, &s.sessions.hookWG); err != nil {
+		s.log.Warn("session-closed hooks still running at shutdown", "cause", err)
 	}
 }

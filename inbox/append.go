@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/zcluster/zcluster/internal/runtime/waitgroup"
 )
 
 const (
@@ -123,17 +125,10 @@ func (s *Store) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	s.closed = true
 	s.closeMu.Unlock()
-	finished := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(finished)
-	}()
-	select {
-	case <-finished:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("inbox: close: appends still waiting for redis: %w", ctx.Err())
+	if err := waitgroup.Wait(ctx, &s.wg); err != nil {
+		return fmt.Errorf("inbox: close: appends still waiting for redis: %w", err)
 	}
+	return nil
 }
 
 // runLane sends l's queued appends, a pipeline at a time, until l is empty.
