@@ -107,9 +107,10 @@ func (s *Backend) DeliverAsync(user string, msgID uint32, payload []byte, done f
 func (s *Backend) pushStored(user string, msgID uint32, payload []byte, pos inbox.Position) Delivery {
 	d := Delivery{Offset: pos.Offset, Epoch: pos.Epoch}
 	frame := inbox.AppendMessage(make([]byte, 0, inbox.MessageHeaderLen+len(payload)), pos.Offset, pos.Epoch, msgID, payload)
-	ctx, cancel := s.timeoutCtx()
-	defer cancel()
-	err := s.node.PushReliable(ctx, user, frame)
+	// No deadline of its own (a timer per message is measurable here): a
+	// session lookup is bounded by the Redis client's timeouts and a dial by
+	// the relay's, and the message is stored whatever happens.
+	err := s.node.PushReliable(s.ctx, user, frame)
 	switch {
 	case err == nil:
 		d.Online = true
