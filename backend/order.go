@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
 
@@ -99,8 +100,16 @@ func (s *Backend) emit(c *Context, env *relay.Envelope) error {
 	if o.head == c.slot {
 		return s.send(c.t.source, env)
 	}
-	c.slot.held = append(c.slot.held, heldEnvelope{to: c.t.source, env: *env})
+	c.slot.held = append(c.slot.held, heldEnvelope{to: c.t.source, env: cloneEnvelope(env)})
 	return nil
+}
+
+// cloneEnvelope copies env with slices of its own, so that the envelopes
+// emit is given (built on the caller's stack) need not escape when they are
+// sent at once.
+func cloneEnvelope(env *relay.Envelope) relay.Envelope {
+	return relay.Envelope{Kind: env.Kind, Flags: env.Flags, MsgID: env.MsgID, Seq: env.Seq,
+		Session: bytes.Clone(env.Session), User: bytes.Clone(env.User), Source: bytes.Clone(env.Source), Payload: bytes.Clone(env.Payload)}
 }
 
 // slotDone marks c's slot finished and sends the held answers that may go
