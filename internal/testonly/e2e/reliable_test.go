@@ -549,3 +549,60 @@ func TestReliableRedisDown(t *testing.T) {
 	rsend(t, alice, "carol", "welcome back")
 	wantTexts(t, cr.waitTexts(1), "alice:welcome back")
 }
+
+// TestReliablePipelinedKeepsOrder: a sender that sends many reliable
+// messages without waiting for the acks (the handler defers its answer, so
+// several appends of the session are in flight) still has them stored and
+// delivered in its order, and gets every answer, reliable or not, in the
+// order of its requests.
+func TestReliablePipelinedKeepsOrder(t *testing.T) {
+	c := newCluster(t)
+	g1, g2 := c.startGate("gate-1"), c.startGate("gate-2")
+	c.startBackend("im-1", chat.GroupIM)
+	c.startBackend("im-2", chat.GroupIM)
+	c.waitGroupSize(chat.GroupIM, 2, 5*time.Second)
+	bob := &reader{t: t}
+	conn := dial(t, g2)
+	chatkit.Login(t, conn, "bob")
+	bob.resume(conn)
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, _, _, ans := bob.snapshot(); len(ans) == 0 {
+			return fmt.Errorf("bob has no resume answer yet")
+		}
+		return nil
+	})
+	alice := dial(t, g1)
+	chatkit.Login(t, alice, "alice")
+	const n = 400
+	want := make([]string, n)
+	for i := range n {
+		want[i] = fmt.Sprintf("alice:%d", i)
+		req := chatkit.MustJSON(t, chat.SendRequest{To: "bob", Text: fmt.Sprint(i)})
+		_ = alice.Send(chat.MsgReliable, req)
+		_ = alice.Send(chat.MsgSend, req) // a plain send between each two: its answer must not overtake
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var offset uint64
+	for i := range 2 * n {
+		f, err := alice.Recv(ctx)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		wantID := chat.MsgReliable
+		if i%2 == 1 {
+			wantID = chat.MsgSend
+		}
+		if f.MsgID != wantID {
+			t.Fatalf("answer %d is msgID %d %s, want msgID %d: answers out of request order", i, f.MsgID, f.Payload, wantID)
+		}
+		if wantID == chat.MsgReliable {
+			var r chat.ReliableReply
+			if err := json.Unmarshal(f.Payload, &r); err != nil || !r.OK || r.Offset != offset+1 {
+				t.Fatalf("reliable answer %d: %s (want offset %d)", i/2, f.Payload, offset+1)
+			}
+			offset = r.Offset
+		}
+	}
+	wantTexts(t, bob.waitTexts(n), want...)
+}
