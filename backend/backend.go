@@ -81,6 +81,8 @@ type Backend struct {
 	callSeq atomic.Uint64
 	orders  orderTable // sessions with an unfinished deferred message
 
+	observed bool // Config.Observer is not NopObserver: handlers are timed
+
 	inflight     atomic.Int64 // messages accepted and not finished
 	callsRunning atomic.Int64 // Call handlers running or waiting for Start
 	refused      atomic.Int64 // messages answered busy
@@ -126,6 +128,7 @@ func New(cfg Config) (*Backend, error) {
 	stop()
 	return &Backend{
 		cfg:      cfg,
+		observed: cfg.Observer != Observer(NopObserver{}),
 		log:      cfg.Logger.With("node", cfg.ID),
 		handlers: make(map[uint32]handler),
 		disp:     newDispatcher(cfg.QueueLen, cfg.SessionQueueBytes, cfg.QueueBytes),
@@ -566,7 +569,10 @@ func (s *Backend) sendNoWait(to string, env *relay.Envelope) {
 }
 
 func (s *Backend) run(c *Context) {
-	start := time.Now()
+	var start time.Time
+	if s.observed {
+		start = time.Now()
+	}
 	t := &c.t
 	h, ok := s.handlers[t.msgID]
 	var err error
@@ -584,7 +590,9 @@ func (s *Backend) run(c *Context) {
 	case err != nil:
 		c.deferred.Finish(err)
 	}
-	s.cfg.Observer.Handled(t.msgID, t.kind == relay.KindCall, time.Since(start), err)
+	if s.observed {
+		s.cfg.Observer.Handled(t.msgID, t.kind == relay.KindCall, time.Since(start), err)
+	}
 }
 
 func (s *Backend) safeCall(fn HandlerFunc, c *Context) (err error) {

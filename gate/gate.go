@@ -122,6 +122,9 @@ type client struct {
 	// handlers are the backend nodes that handled its messages (under
 	// mu), told when the session closes.
 	handlers []string
+	// lastHandler is the node noted last, so that the common case (the
+	// same node again) takes no lock.
+	lastHandler atomic.Pointer[string]
 }
 
 // identity is a logged-in client's user, as a string and as bytes.

@@ -97,6 +97,13 @@ func (h *inboxHub) get(user string) *inboxConn {
 	return h.byUser[user]
 }
 
+// getBytes is get for a user name in bytes, without copying it.
+func (h *inboxHub) getBytes(user []byte) *inboxConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byUser[string(user)]
+}
+
 // remove forgets the state of connection c (if user's entry is still
 // c's) and stops it.
 func (h *inboxHub) remove(user string, c *client) {
@@ -319,13 +326,13 @@ func (g *Gate) sendGapLocked(ic *inboxConn, last uint64) {
 // onReliable handles a reliable message pushed by a backend (an
 // inbox.MsgMessage payload), on the relay's reader goroutine.
 func (g *Gate) onReliable(env *relay.Envelope) {
-	user := string(env.User)
-	if user == "" {
-		if c := g.clientBytes(env.Session); c != nil {
-			user, _ = c.identity()
-		}
+	var ic *inboxConn
+	if len(env.User) > 0 {
+		ic = g.inbox.getBytes(env.User)
+	} else if c := g.clientBytes(env.Session); c != nil {
+		user, _ := c.identity()
+		ic = g.inbox.get(user)
 	}
-	ic := g.inbox.get(user)
 	if ic == nil {
 		return // not resumed here: it waits in the inbox
 	}

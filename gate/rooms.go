@@ -178,8 +178,13 @@ func (g *Gate) sessionClosed(c *client) {
 // noteHandler records that node handled a message of the client, so that
 // it hears when the session closes.
 func (c *client) noteHandler(node string) {
+	if last := c.lastHandler.Load(); last != nil && *last == node {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	last := node // allocated here only, not on the fast path
+	c.lastHandler.Store(&last)
 	for _, n := range c.handlers {
 		if n == node {
 			return
