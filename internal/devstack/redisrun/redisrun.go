@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+
+	"github.com/zcluster/zcluster/internal/runtime/tailbuf"
 )
 
 // ErrNoRedisServer is returned (wrapped) by StartProcess when no
@@ -53,7 +55,7 @@ type Server struct {
 type child struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once Wait has returned
-	out    *tailBuffer
+	out    *tailbuf.Buffer
 }
 
 // StartProcess starts `redis-server` (found on PATH) on 127.0.0.1 and a free
@@ -219,7 +221,7 @@ func startChild(ctx context.Context, bin, dir, addr string, extra ...string) (*c
 	}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = childAttr()
-	out := &tailBuffer{max: 4096}
+	out := &tailbuf.Buffer{Max: 4096}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
@@ -311,27 +313,3 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// tailBuffer keeps the last max bytes written to it, for error messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-// Write implements io.Writer.
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-// String returns what was kept.
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.b))
-}

@@ -1,7 +1,6 @@
 package scale
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,19 +8,19 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zcluster/zcluster/internal/runtime/freeport"
+	"github.com/zcluster/zcluster/internal/runtime/tailbuf"
 )
 
 // proc is a zcluster node running as a child process.
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *tailWriter
+	out    *tailbuf.Buffer
 	exited chan struct{}
 }
 
@@ -32,7 +31,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	bin := zclusterBinary(t)
 	cmd := exec.Command(bin, args...)
-	out := &tailWriter{max: 16 << 10}
+	out := &tailbuf.Buffer{Max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), "ZC_LOG_LEVEL=warn")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -135,28 +134,6 @@ func rssOf(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if len(w.b) > w.max {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(bytes.TrimSpace(w.b))
-}
 
 // waitCtx returns a context bounded to d, cancelled at cleanup.
 func waitCtx(t *testing.T, d time.Duration) context.Context {
