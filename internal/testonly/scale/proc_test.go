@@ -134,7 +134,6 @@ func rssOf(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-
 // waitCtx returns a context bounded to d, cancelled at cleanup.
 func waitCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
