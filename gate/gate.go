@@ -601,9 +601,16 @@ func (g *Gate) kickLocal(c *client, reason string) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
-	_ = c.conn.Send(MsgKick, kickPayload(reason))
 	g.cfg.Observer.Kicked()
 	g.log.Info("session kicked", "session", c.sid, "reason", reason)
+	g.sayAndClose(c, reason)
+}
+
+// sayAndClose sends c the kick notice with reason and closes the
+// connection once that is written (at most a second later), from a
+// goroutine of the gate.
+func (g *Gate) sayAndClose(c *client, reason string) {
+	_ = c.conn.Send(MsgKick, kickPayload(reason))
 	g.goLoop(func() {
 		_ = c.conn.Flush(time.Second)
 		c.conn.Close()
@@ -729,11 +736,7 @@ func (g *Gate) refuseFull(c *client) {
 	if g.fullLogged.CompareAndSwap(false, true) {
 		g.log.Warn("gate full: refusing new connections", "max_conns", g.cfg.MaxConns)
 	}
-	_ = c.conn.Send(MsgKick, kickPayload("gate full"))
-	g.goLoop(func() {
-		_ = c.conn.Flush(time.Second)
-		c.conn.Close()
-	})
+	g.sayAndClose(c, "gate full")
 }
 
 // Full reports whether the gate holds Config.MaxConns connections, so that
