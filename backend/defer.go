@@ -32,7 +32,8 @@ type Deferred struct {
 // one session's answers in the order of its messages. A handler that returns an error after Defer ends
 // the message with it at once (a later Finish does nothing). Defer called
 // again returns the same Deferred. Finish must be called exactly once per
-// deferred message; until then its request stays open.
+// deferred message; until then its request stays open. Defer is for plain
+// handlers: a Typed handler's answer is its return value.
 func (c *Context) Defer() *Deferred {
 	if c.deferred == nil {
 		c.deferred = &Deferred{c: c}
