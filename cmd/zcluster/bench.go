@@ -49,20 +49,22 @@ func newBenchCmd(c *cli) *cobra.Command {
   echo       client -> gate -> backend (msgID 4) -> gate -> client
   ws-echo    the same echo over the gate's WebSocket listener (one binary
              message per flush of the window's requests)
+  kcp-echo   the same echo over the gate's KCP (reliable UDP) listener
   send       user to user (msgID 2) across two gates; deliveries (100) counted
   broadcast  one sender; msgID 5 fanned out (101) to every session on every gate
-  reliable   as send with the reliable msgID 6 (backend.Deliver: stored in the
-             recipient's Redis inbox, then pushed); receivers resume first and
-             count each offset once, in order
+  reliable   as send with the reliable msgID 6 (a deferred answer and
+             backend.DeliverAsync: stored in the recipient's Redis inbox, then
+             pushed, then acked); receivers resume first and count each offset
+             once, in order
   room       --conns sessions in one room over the gates; one sender's msgID 21
              pushed to the room (121), one relay envelope per gate with members
   idle       memory per idle connection: a gate vs a bare zinx server (--conns,
              default here 9000: client and server share this process's
              open-file limit)
 
-echo, ws-echo, send, broadcast and reliable start a cluster in this process (embedded etcd, a
+echo, ws-echo, kcp-echo, send, broadcast and reliable start a cluster in this process (embedded etcd, a
 redis-server child or miniredis, gates and im backends running the chat app)
-unless --gates names running gates (for ws-echo: their ws:// URLs). --compare direct,echo runs scenarios back
+unless --gates names running gates (for ws-echo: their ws:// URLs; for kcp-echo: their KCP host:port). --compare direct,echo runs scenarios back
 to back and prints "ratio echo/direct: X".
 
 Printed per run: msgs/s (answers or deliveries in the measured interval),
@@ -79,7 +81,7 @@ The exit status is 1 if any message was lost.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, ws-echo, send, broadcast, room, reliable or idle")
+	fs.StringVar(&o.scenario, "scenario", "echo", "direct, plain, echo, ws-echo, kcp-echo, send, broadcast, room, reliable or idle")
 	fs.StringVar(&o.compare, "compare", "", "comma list of scenarios to run back to back, e.g. plain,direct,echo (overrides --scenario)")
 	fs.IntVar(&o.conns, "conns", 50, "client connections (send: sender/receiver pairs; broadcast: sessions)")
 	fs.IntVar(&o.window, "window", 8, "requests in flight per sending connection")

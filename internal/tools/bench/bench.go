@@ -5,6 +5,7 @@
 //	plain      a plain Go bufio echo server that flushes when its input drains
 //	echo       client -> gate -> backend (msgID 4) -> gate -> client
 //	ws-echo    echo over the gate's WebSocket listener
+//	kcp-echo   echo over the gate's KCP (reliable UDP) listener
 //	send       user to user (msgID 2) across two gates, counting deliveries (100)
 //	broadcast  one sender, msgID 5 fanned out (101) to every session on every gate
 //	reliable   as send, with the reliable msgID 6 (backend.Deliver: stored in the
@@ -40,7 +41,7 @@ import (
 )
 
 // Scenarios lists the scenario names in the order they are documented.
-var Scenarios = []string{"direct", "plain", "echo", "ws-echo", "send", "broadcast", "room", "reliable"}
+var Scenarios = []string{"direct", "plain", "echo", "ws-echo", "kcp-echo", "send", "broadcast", "room", "reliable"}
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("bench: invalid configuration")
@@ -259,8 +260,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			defer cl.close()
 			addrs, redisAddr, relaySent = cl.gateAddrs(), cl.RedisAddr(), cl.relaySent
 			inboxStats = cl.inboxStats
-			if cfg.Scenario == "ws-echo" {
+			switch cfg.Scenario {
+			case "ws-echo":
 				addrs = cl.wsURLs()
+			case "kcp-echo":
+				addrs = cl.kcpAddrs()
 			}
 			res.Target = fmt.Sprintf("in-process cluster: %d gate(s), %d im backend(s), redis %s", len(cl.Gates()), cfg.Backends, cl.redisKind)
 			if cfg.Scenario == "room" {
@@ -407,9 +411,12 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 			lc  *loadConn
 			err error
 		)
-		if cfg.Scenario == "ws-echo" {
+		switch cfg.Scenario {
+		case "ws-echo":
 			lc, err = dialWS(ctx, addr, cfg.Window, cfg.Payload)
-		} else {
+		case "kcp-echo":
+			lc, err = dialKCP(ctx, addr)
+		default:
 			lc, err = dial(ctx, addr)
 		}
 		if err != nil {
@@ -420,7 +427,7 @@ func connect(ctx context.Context, cfg Config, addrs []string, clk *clock) (sende
 	}
 	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	switch cfg.Scenario {
-	case "direct", "plain", "echo", "ws-echo":
+	case "direct", "plain", "echo", "ws-echo", "kcp-echo":
 		for i := range cfg.Conns {
 			lc, err := open(addrs[i%len(addrs)])
 			if err != nil {

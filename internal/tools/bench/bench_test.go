@@ -89,6 +89,17 @@ func TestSmokeEcho(t *testing.T) {
 	}
 }
 
+func TestSmokeKCPEcho(t *testing.T) {
+	r, err := Run(context.Background(), short("kcp-echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounted(t, r)
+	if !strings.Contains(r.Target, "cluster") {
+		t.Fatalf("target %q", r.Target)
+	}
+}
+
 func TestSmokeWSEcho(t *testing.T) {
 	cfg := short("ws-echo")
 	cfg.Payload = 20000 // a window of requests is one message: larger than a 64 KiB write buffer

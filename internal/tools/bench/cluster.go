@@ -50,6 +50,16 @@ func (c *cluster) wsURLs() []string {
 	return out
 }
 
+// kcpAddrs returns the gates' KCP listeners (kcp-echo).
+func (c *cluster) kcpAddrs() []string {
+	gs := c.Gates()
+	out := make([]string, len(gs))
+	for i, g := range gs {
+		out[i] = g.KCPAddr()
+	}
+	return out
+}
+
 // relaySent returns the envelopes every backend has sent so far.
 func (c *cluster) relaySent() uint64 {
 	var n uint64
@@ -88,7 +98,8 @@ func startCluster(ctx context.Context, nGates, nBackends int, rooms bool, log *s
 		Logger:  log,
 		GateConfig: func(c *gate.Config) {
 			c.SendQueue = 16 << 20
-			c.WSListen = "127.0.0.1:0" // ws-echo
+			c.WSListen = "127.0.0.1:0"  // ws-echo
+			c.KCPListen = "127.0.0.1:0" // kcp-echo
 			// The load connections are anonymous and idle ones hold
 			// still: the client port limits are not what is measured.
 			c.LoginTimeout, c.IdleTimeout = -1, -1

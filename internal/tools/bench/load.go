@@ -108,6 +108,21 @@ func dialWS(ctx context.Context, url string, window, payload int) (*loadConn, er
 	}, nil
 }
 
+// dialKCP connects to a gate's KCP listener (UDP), with the settings of
+// zclient.DialKCP.
+func dialKCP(ctx context.Context, addr string) (*loadConn, error) {
+	sess, err := zclient.DialKCPSession(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("bench: dial kcp %s: %w", addr, err)
+	}
+	return &loadConn{
+		nc:       sess,
+		r:        bufio.NewReaderSize(sess, 64<<10),
+		w:        bufio.NewWriterSize(sess, 64<<10),
+		readDone: make(chan struct{}),
+	}, nil
+}
+
 // wsMessages writes whole frames as binary messages of at most
 // wsMessageLimit bytes each (a larger frame goes alone).
 type wsMessages struct{ ws *zclient.WSStream }

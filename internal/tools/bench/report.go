@@ -18,7 +18,7 @@ type Report struct {
 
 // ratioPairs are the ratios printed when both sides were run, in order.
 var ratioPairs = [][2]string{
-	{"echo", "direct"}, {"echo", "plain"}, {"direct", "plain"}, {"ws-echo", "echo"}, {"send", "echo"}, {"broadcast", "echo"}, {"reliable", "send"},
+	{"echo", "direct"}, {"echo", "plain"}, {"direct", "plain"}, {"ws-echo", "echo"}, {"kcp-echo", "echo"}, {"send", "echo"}, {"broadcast", "echo"}, {"reliable", "send"},
 }
 
 // RunAll runs each scenario of cfg.Scenario's list in turn with the same

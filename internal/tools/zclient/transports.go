@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -130,6 +131,16 @@ func (c *Conn) SendText(text string) error {
 // DialKCP connects to a gate's KCP listener (UDP host:port). KCP has no
 // handshake: the first frame sent opens the session.
 func DialKCP(ctx context.Context, addr string) (*Conn, error) {
+	sess, err := DialKCPSession(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(sess), nil
+}
+
+// DialKCPSession is DialKCP's session as a stream (net.Conn), for callers
+// that do their own framing (the bench).
+func DialKCPSession(ctx context.Context, addr string) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -142,5 +153,5 @@ func DialKCP(ctx context.Context, addr string) (*Conn, error) {
 	sess.SetNoDelay(1, 10, 2, 1)
 	sess.SetWindowSize(256, 256)
 	sess.SetACKNoDelay(true)
-	return newConn(sess), nil
+	return sess, nil
 }
