@@ -497,6 +497,7 @@ func (g *Gate) idleLoop() {
 func (g *Gate) refreshLoop() {
 	t := time.NewTicker(g.cfg.SessionTTL / 3)
 	defer t.Stop()
+	claimed := g.node.Reregistrations()
 	for {
 		select {
 		case <-g.ctx.Done():
@@ -504,6 +505,12 @@ func (g *Gate) refreshLoop() {
 		case <-t.C:
 		}
 		g.refreshOnce()
+		if n := g.node.Reregistrations(); n != claimed {
+			// The lease was lost: the backends may have taken this gate
+			// for dead and purged its room members meanwhile.
+			claimed = n
+			g.reclaimRooms()
+		}
 	}
 }
 

@@ -136,6 +136,68 @@ func (g *Gate) onExtraEnvelope(env *relay.Envelope) bool {
 	return true
 }
 
+// memberships returns every (room, client) pair of the table.
+func (t *roomTable) memberships() (rooms []string, clients []*client) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for room, members := range t.rooms {
+		for c := range members {
+			rooms = append(rooms, room)
+			clients = append(clients, c)
+		}
+	}
+	return rooms, clients
+}
+
+// has reports whether c is in room.
+func (t *roomTable) has(room string, c *client) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	_, in := t.rooms[room][c]
+	return in
+}
+
+// reclaimRooms writes every local room membership back to the room
+// directory, for a gate that registered again after losing its lease: the
+// backends may have taken it for dead (away for longer than SessionTTL/3)
+// and purged its members, while its clients stayed connected. Joining is
+// idempotent, so members still listed cost one script each and nothing
+// else. A member that leaves meanwhile is taken out again: a leave updates
+// the local table before the directory, so either the check below sees it
+// gone, or its directory leave comes after this join.
+func (g *Gate) reclaimRooms() {
+	rooms, clients := g.rooms.memberships()
+	if len(rooms) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTTL)
+	defer cancel()
+	restored, failed := 0, 0
+	for i, r := range rooms {
+		c := clients[i]
+		joined, err := g.node.Rooms.Join(ctx, r, c.sid, g.cfg.ID)
+		if err != nil {
+			failed++
+			continue
+		}
+		if !joined {
+			continue
+		}
+		restored++
+		if !g.rooms.has(r, c) || c.closing.Load() {
+			if _, err := g.node.Rooms.Leave(ctx, r, c.sid); err != nil {
+				g.log.Warn("room leave failed; the membership stays until this gate is gone", "room", r, "session", c.sid, "cause", err)
+			}
+		}
+	}
+	switch {
+	case failed > 0:
+		g.log.Warn("room memberships not all re-claimed after registering again", "memberships", len(rooms), "restored", restored, "failed", failed)
+	case restored > 0:
+		g.log.Info("room memberships re-claimed after registering again", "memberships", len(rooms), "restored", restored)
+	}
+}
+
 // roomOpTimeout bounds the directory updates of a closing session.
 const roomOpTimeout = 3 * time.Second
 

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/internal/testonly/testkit"
 	"github.com/zcluster/zcluster/internal/testonly/testkit/chatkit"
 	"github.com/zcluster/zcluster/internal/tools/zclient"
+	"github.com/zcluster/zcluster/room"
 )
 
 // TestGateKilledRoomsAndHooks: a gate killed with SIGKILL (no cleanup)
@@ -112,4 +115,71 @@ func TestGateKilledRoomsAndHooks(t *testing.T) {
 		t.Fatal("a hook ran for an empty session")
 	}
 	t.Logf("gate SIGKILL: OnSessionClosed ran %v after the kill (etcd TTL %v, session TTL %v)", hookAfter.Round(time.Millisecond), testTTL, testSessionTTL)
+}
+
+// TestRoomsReclaimedAfterReregistration: when the backends have purged a
+// gate's room members (it was away from etcd for longer than SessionTTL/3,
+// and they took it for dead) but the gate lived on with its clients, the
+// gate writes its members back once it has registered again: room counts
+// and pushes reach them as before.
+func TestRoomsReclaimedAfterReregistration(t *testing.T) {
+	skipShort(t)
+	const msgJoin, msgSaid uint32 = 30, 132
+	c := newCluster(t)
+	g1 := c.startGate("gate-1")
+	b := c.startBackend("lobby-1", "lobby", func(b *backend.Backend) {
+		b.Handle(msgJoin, "join", func(ctx *backend.Context) error {
+			if err := ctx.Join(string(ctx.Payload())); err != nil {
+				return err
+			}
+			return ctx.Reply(msgJoin, nil)
+		})
+	})
+	c.waitGroupSize("lobby", 1, 5*time.Second)
+	ann := dial(t, g1)
+	chatkit.Login(t, ann, "ann")
+	_ = ann.Send(msgJoin, []byte("hall"))
+	chatkit.Expect(t, ann, msgJoin)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	count := func() int {
+		n, err := b.RoomCount(ctx, "hall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("room count %d after the join, want 1", n)
+	}
+
+	// What the backends do to a gate they took for dead.
+	cli, rdb := c.clients()
+	if _, err := room.New(rdb, "").PurgeGate(ctx, "gate-1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("room count %d after the purge, want 0", n)
+	}
+	// The gate's lease is lost (as after a partition from etcd): it
+	// registers again by itself.
+	resp, err := cli.Get(ctx, "/zcluster/nodes/gate/gate-1")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("gate-1's key: %v %v", resp, err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, testSessionTTL+5*time.Second, 50*time.Millisecond, func() error {
+		if n := count(); n != 1 {
+			return fmt.Errorf("room count %d after gate-1 registered again, want 1 (ann, re-claimed)", n)
+		}
+		return nil
+	})
+	if err := b.PushRoom(ctx, "hall", msgSaid, []byte("welcome back")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ann.Expect(ctx, msgSaid); err != nil {
+		t.Fatal(err)
+	}
 }
