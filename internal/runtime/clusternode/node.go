@@ -356,7 +356,7 @@ func (n *Node) Close(ctx context.Context) {
 	if n.unsubscribe != nil {
 		n.unsubscribe()
 	}
-	n.stopGone()
+	n.stopGone(ctx)
 	n.dropMu.Lock()
 	for id, t := range n.drops {
 		t.Stop()

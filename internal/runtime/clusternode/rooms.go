@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zcluster/zcluster/internal/runtime/waitgroup"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/room"
@@ -108,11 +109,12 @@ func (n *Node) RoomMembers(ctx context.Context, roomName string) (map[string]str
 // back within a grace period: the gate is dead, and what it held (sessions,
 // room memberships) is gone with it.
 type goneWatch struct {
-	mu     sync.Mutex
-	fns    []func(gate string)
-	timers map[string]*time.Timer
-	cancel func()
-	closed bool
+	mu      sync.Mutex
+	fns     []func(gate string)
+	timers  map[string]*time.Timer
+	cancel  func()
+	closed  bool
+	running sync.WaitGroup // callbacks running now (Add under mu, before closed)
 }
 
 // OnGateGone calls fn (in its own goroutine) for every gate that leaves
@@ -151,10 +153,13 @@ func (n *Node) OnGateGone(fn func(gate string)) {
 			delete(n.gone.timers, id)
 			fns := n.gone.fns
 			closed := n.gone.closed
-			n.gone.mu.Unlock()
 			if !still || closed {
+				n.gone.mu.Unlock()
 				return
 			}
+			n.gone.running.Add(1)
+			n.gone.mu.Unlock()
+			defer n.gone.running.Done()
 			if _, back := n.Topology.Node(id); back {
 				return
 			}
@@ -166,10 +171,10 @@ func (n *Node) OnGateGone(fn func(gate string)) {
 	})
 }
 
-// stopGone stops the gate-gone watch; no function is called after it.
-func (n *Node) stopGone() {
+// stopGone stops the gate-gone watch and waits (bounded by ctx) for the
+// functions already running; none is called after it.
+func (n *Node) stopGone(ctx context.Context) {
 	n.gone.mu.Lock()
-	defer n.gone.mu.Unlock()
 	n.gone.closed = true
 	if n.gone.cancel != nil {
 		n.gone.cancel()
@@ -177,6 +182,10 @@ func (n *Node) stopGone() {
 	for id, t := range n.gone.timers {
 		t.Stop()
 		delete(n.gone.timers, id)
+	}
+	n.gone.mu.Unlock()
+	if err := waitgroup.Wait(ctx, &n.gone.running); err != nil {
+		n.log.Warn("stopping while gate-gone work still runs", "node", n.cfg.ID, "cause", err)
 	}
 }
 

@@ -1,0 +1,84 @@
+package clusternode_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/zcluster/zcluster/internal/runtime/clusternode"
+	"github.com/zcluster/zcluster/registry"
+	"github.com/zcluster/zcluster/relay"
+	"github.com/zcluster/zcluster/zctest"
+)
+
+// TestCloseWaitsForGateGoneCallbacks: Close does not return while a
+// gate-gone callback is still running (it would go on using the node's
+// stores and relay after they closed).
+func TestCloseWaitsForGateGoneCallbacks(t *testing.T) {
+	c := zctest.Start(t, zctest.Config{Gates: 1})
+	etcdClient, redisClient, err := c.Clients()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := clusternode.Start(ctx, clusternode.Config{ID: "watcher-1", Group: "watch", Kind: registry.KindBackend, RelayListen: "127.0.0.1:0",
+		Etcd: etcdClient, Redis: redisClient, Secret: c.Secret(), TTL: 2 * time.Second, SessionTTL: 3 * time.Second,
+		Handler: func(*relay.Envelope) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, release := make(chan struct{}), make(chan struct{})
+	returned := make(chan struct{})
+	n.OnGateGone(func(gate string) {
+		if gate != "gate-x" {
+			return
+		}
+		close(running)
+		<-release
+		close(returned)
+	})
+	reg, err := registry.Register(ctx, registry.Config{Client: etcdClient, TTL: 2 * time.Second},
+		registry.Node{ID: "gate-x", Group: registry.GateGroup, Kind: registry.KindGate, RelayAddr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := n.Topology.Node("gate-x"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node never saw gate-x")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := reg.Close(ctx); err != nil { // gate-x leaves for good
+		t.Fatal(err)
+	}
+	select {
+	case <-running:
+	case <-ctx.Done():
+		t.Fatal("the gate-gone callback never ran")
+	}
+	closed := make(chan struct{})
+	go func() {
+		n.Close(ctx)
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		select {
+		case <-returned:
+		default:
+			t.Fatal("Close returned while a gate-gone callback was still running")
+		}
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Close never returned")
+	}
+}
