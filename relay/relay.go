@@ -45,8 +45,9 @@ type Config struct {
 	// run the handshake, with an empty key, so anyone can join.
 	Insecure bool
 	// Resolve returns where a peer's relay listens (from the etcd topology).
-	// Required. It is not consulted for NodeID itself.
-	Resolve func(nodeID string) (addr string, ok bool)
+	// Required. It is not consulted for NodeID itself. It may wait for a
+	// peer it does not know yet, no longer than ctx (the sender's) allows.
+	Resolve func(ctx context.Context, nodeID string) (addr string, ok bool)
 	// MaxFrame bounds one encoded envelope (default 1 MiB). Inbound frames
 	// larger than this close the connection; Send refuses larger envelopes
 	// with ErrTooLarge. All nodes should agree on it.
@@ -459,8 +460,11 @@ func (r *Relay) dialLink(ctx context.Context, id string) (*link, error) {
 	if backoff && time.Now().Before(f.until) {
 		return nil, f.err
 	}
-	addr, ok := r.resolve(id)
+	addr, ok := r.resolve(ctx, id)
 	if !ok {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnknownPeer, id, err)
+		}
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
 	}
 	r.mu.Lock()
@@ -487,12 +491,12 @@ func (r *Relay) dialLink(ctx context.Context, id string) (*link, error) {
 }
 
 // resolve returns where id's relay listens; our own id is our own server.
-func (r *Relay) resolve(id string) (string, bool) {
+func (r *Relay) resolve(ctx context.Context, id string) (string, bool) {
 	if id == r.cfg.NodeID {
 		a := r.Addr()
 		return loopback(a), a != ""
 	}
-	addr, ok := r.cfg.Resolve(id)
+	addr, ok := r.cfg.Resolve(ctx, id)
 	return addr, ok && addr != ""
 }
 

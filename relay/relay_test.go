@@ -28,7 +28,7 @@ type directory struct{ m sync.Map }
 
 func (d *directory) set(id, addr string) { d.m.Store(id, addr) }
 
-func (d *directory) resolve(id string) (string, bool) {
+func (d *directory) resolve(_ context.Context, id string) (string, bool) {
 	v, ok := d.m.Load(id)
 	if !ok {
 		return "", false
@@ -110,7 +110,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestNewValidates(t *testing.T) {
-	res := func(string) (string, bool) { return "", false }
+	res := func(context.Context, string) (string, bool) { return "", false }
 	cases := []struct {
 		name string
 		cfg  Config

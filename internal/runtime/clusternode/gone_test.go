@@ -82,3 +82,32 @@ func TestCloseWaitsForGateGoneCallbacks(t *testing.T) {
 		t.Fatal("Close never returned")
 	}
 }
+
+// TestSendToUnknownNodeHonoursCtx: a send to a node the topology does not
+// know (yet) waits for it to appear no longer than the caller's ctx allows.
+func TestSendToUnknownNodeHonoursCtx(t *testing.T) {
+	c := zctest.Start(t, zctest.Config{Gates: 1})
+	etcdClient, redisClient, err := c.Clients()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := clusternode.Start(ctx, clusternode.Config{ID: "sender-1", Group: "send", Kind: registry.KindBackend, RelayListen: "127.0.0.1:0",
+		Etcd: etcdClient, Redis: redisClient, Secret: c.Secret(), TTL: 2 * time.Second, SessionTTL: 3 * time.Second,
+		Handler: func(*relay.Envelope) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	sctx, scancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer scancel()
+	start := time.Now()
+	err = n.Relay.Send(sctx, "nobody-1", &relay.Envelope{Kind: relay.KindPush})
+	took := time.Since(start)
+	// The wait for an unknown node lasts up to a second; a 100 ms ctx must
+	// end it (600 ms is generous on a loaded machine and tells them apart).
+	if err == nil || took > 600*time.Millisecond {
+		t.Fatalf("Send to an unknown node with a 100ms ctx: %v after %v; want an error at the ctx's deadline", err, took)
+	}
+}

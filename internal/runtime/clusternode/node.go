@@ -246,9 +246,11 @@ func (n *Node) AnnounceLeaving(ctx context.Context) {
 const resolveWait = time.Second
 
 // resolve returns the relay address of a node, waiting up to resolveWait
-// for one this node's topology does not know yet.
-func (n *Node) resolve(id string) (string, bool) {
+// (and no longer than ctx allows) for one this node's topology does not
+// know yet.
+func (n *Node) resolve(ctx context.Context, id string) (string, bool) {
 	deadline := time.Now().Add(resolveWait)
+	var t *time.Timer
 	for {
 		if nd, ok := n.Topology.Node(id); ok {
 			return nd.RelayAddr, true
@@ -256,7 +258,17 @@ func (n *Node) resolve(id string) (string, bool) {
 		if time.Now().After(deadline) {
 			return "", false
 		}
-		time.Sleep(10 * time.Millisecond)
+		if t == nil {
+			t = time.NewTimer(10 * time.Millisecond)
+			defer t.Stop()
+		} else {
+			t.Reset(10 * time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return "", false
+		case <-t.C:
+		}
 	}
 }
 

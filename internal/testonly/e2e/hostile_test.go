@@ -647,7 +647,7 @@ func TestRelayNeedsSecret(t *testing.T) {
 	if _, err := backend.New(backend.Config{Node: zccluster.Node{ID: "b", Etcd: cli, Redis: rdb}, Group: "im"}); !errors.Is(err, backend.ErrConfig) {
 		t.Fatalf("backend without a secret: %v", err)
 	}
-	if _, err := relay.New(relay.Config{NodeID: "n", Resolve: func(string) (string, bool) { return "", false }}, nil); !errors.Is(err, relay.ErrNoSecret) {
+	if _, err := relay.New(relay.Config{NodeID: "n", Resolve: func(context.Context, string) (string, bool) { return "", false }}, nil); !errors.Is(err, relay.ErrNoSecret) {
 		t.Fatalf("relay without a secret: %v", err)
 	}
 
