@@ -73,6 +73,7 @@ func (s *Store) AppendAsync(user string, msgID uint32, payload []byte, done func
 	cost := int64(len(payload) + reqOverhead)
 	if n := s.pending.Add(cost); n > s.cfg.MaxPendingBytes && n != cost {
 		s.pending.Add(-cost)
+		s.busy.Add(1)
 		return fmt.Errorf("%w: %d bytes pending", ErrBusy, n-cost)
 	}
 	r := &appendReq{user: user, msgID: msgID, payload: payload, done: done}
@@ -218,6 +219,7 @@ func (s *Store) sendBatch(batch []*appendReq) {
 		for j, r := range g {
 			if err != nil {
 				r.err = fmt.Errorf("inbox: append for %s: %w", r.user, err)
+				s.failed.Add(1)
 				continue
 			}
 			r.pos = Position{Offset: first.Offset + uint64(j), Epoch: first.Epoch}

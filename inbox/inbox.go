@@ -174,6 +174,13 @@ type Stats struct {
 	RedisCalls uint64
 	Appends    uint64
 	Scripts    uint64
+	// Failed counts appends that got an error from Redis (the message may
+	// or may not be stored); Busy those refused with ErrBusy.
+	Failed uint64
+	Busy   uint64
+	// PendingBytes is what the appends accepted and not yet completed are
+	// charged now (see Config.MaxPendingBytes).
+	PendingBytes int64
 }
 
 // Store reads and appends users' inboxes. Safe for concurrent use.
@@ -191,6 +198,8 @@ type Store struct {
 	redisCalls atomic.Uint64
 	appends    atomic.Uint64
 	scripts    atomic.Uint64
+	failed     atomic.Uint64
+	busy       atomic.Uint64
 
 	lanes   [numLanes]lane
 	pending atomic.Int64 // bytes charged by appends accepted and not completed
@@ -216,7 +225,8 @@ func (s *Store) TTL() time.Duration { return s.cfg.TTL }
 
 // Stats returns the counters.
 func (s *Store) Stats() Stats {
-	return Stats{RedisCalls: s.redisCalls.Load(), Appends: s.appends.Load(), Scripts: s.scripts.Load()}
+	return Stats{RedisCalls: s.redisCalls.Load(), Appends: s.appends.Load(), Scripts: s.scripts.Load(),
+		Failed: s.failed.Load(), Busy: s.busy.Load(), PendingBytes: s.pending.Load()}
 }
 
 // tag returns the hash tag content for user.

@@ -423,6 +423,9 @@ func TestAppendAsyncBusyAndClosed(t *testing.T) {
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("second append: %v, want ErrBusy", err)
 	}
+	if st := s.Stats(); st.Busy != 1 || st.PendingBytes != 900+reqOverhead {
+		t.Fatalf("stats %+v: want 1 busy, the first append pending", st)
+	}
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close(ctxT(t)) }()
 	select {

@@ -259,7 +259,7 @@ func TestMetricsLiveNodes(t *testing.T) {
 			t.Errorf("gate /metrics has the backend series %s", name)
 		}
 	}
-	if !strings.Contains(bbody, "\nzcluster_backend_queued") || !strings.Contains(gbody, "\nzcluster_pending_requests") {
+	if !strings.Contains(bbody, "\nzcluster_backend_queued") || !strings.Contains(bbody, "\nzcluster_inbox_pending_bytes") || !strings.Contains(gbody, "\nzcluster_pending_requests") {
 		t.Errorf("a role's own status series is missing")
 	}
 }
@@ -270,7 +270,9 @@ var (
 	gateOnlySeries = []string{"zcluster_client_connections", "zcluster_client_connections_opened_total",
 		"zcluster_logins_total", "zcluster_kicks_total", "zcluster_messages_in_total", "zcluster_messages_out_total",
 		"zcluster_error_frames_total", "zcluster_sessions", "zcluster_sessions_logged_in", "zcluster_pending_requests"}
-	backendOnlySeries = []string{"zcluster_backend_messages_total", "zcluster_backend_handler_seconds", "zcluster_backend_queued", "zcluster_backend_busy_total"}
+	backendOnlySeries = []string{"zcluster_backend_messages_total", "zcluster_backend_handler_seconds", "zcluster_backend_queued", "zcluster_backend_busy_total",
+		"zcluster_inbox_appends_total", "zcluster_inbox_append_failures_total", "zcluster_inbox_busy_total", "zcluster_inbox_pending_bytes",
+		"zcluster_inbox_redis_calls_total", "zcluster_inbox_append_scripts_total"}
 )
 
 // TestRoleSeries: fed every gate and backend event, a gate's registry has
@@ -299,7 +301,9 @@ func TestRoleSeries(t *testing.T) {
 	}
 	gate, back, all := gather(NewGate(nil)), gather(NewBackend(nil)), gather(New(nil))
 	statusOnly := map[string]bool{"zcluster_sessions": true, "zcluster_sessions_logged_in": true,
-		"zcluster_pending_requests": true, "zcluster_backend_queued": true, "zcluster_backend_busy_total": true}
+		"zcluster_pending_requests": true, "zcluster_backend_queued": true, "zcluster_backend_busy_total": true,
+		"zcluster_inbox_appends_total": true, "zcluster_inbox_append_failures_total": true, "zcluster_inbox_busy_total": true,
+		"zcluster_inbox_pending_bytes": true, "zcluster_inbox_redis_calls_total": true, "zcluster_inbox_append_scripts_total": true}
 	for _, n := range gateOnlySeries {
 		if statusOnly[n] {
 			continue

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/session"
 )
@@ -33,6 +34,7 @@ type BackendStatus interface {
 	NodeStatus
 	Queued() int64
 	Refused() int64
+	InboxStats() inbox.Stats
 }
 
 type statusSource struct {
@@ -60,7 +62,7 @@ type statusCollector struct {
 // gateOnly and backendOnly are the status series of one role.
 var (
 	gateOnly    = []string{"sessions", "logged_in", "pending"}
-	backendOnly = []string{"queued", "busy"}
+	backendOnly = []string{"queued", "busy", "inbox_appends", "inbox_failed", "inbox_busy", "inbox_pending", "inbox_redis_calls", "inbox_scripts"}
 )
 
 func (c *statusCollector) desc(name, help string) *prometheus.Desc {
@@ -89,6 +91,12 @@ func (c *statusCollector) descs() map[string]*prometheus.Desc {
 		"pending":             c.desc("pending_requests", "Requests the gate forwarded to a backend and awaits an answer for (queue depth)."),
 		"queued":              c.desc("backend_queued", "Messages the backend holds: queued or being handled (queue depth)."),
 		"busy":                c.desc("backend_busy_total", "Messages and Calls the backend answered busy: a session's queue, the node's queued bytes or its Calls at their limit."),
+		"inbox_appends":       c.desc("inbox_appends_total", "Reliable messages the backend stored in users' inboxes."),
+		"inbox_failed":        c.desc("inbox_append_failures_total", "Reliable appends that got an error from Redis (the sender was told the message was not stored)."),
+		"inbox_busy":          c.desc("inbox_busy_total", "Reliable appends refused at once because too many were waiting for Redis."),
+		"inbox_pending":       c.desc("inbox_pending_bytes", "Bytes of reliable appends accepted and waiting for Redis (refused past 64 MiB)."),
+		"inbox_redis_calls":   c.desc("inbox_redis_calls_total", "Pipelines the backend sent to Redis for reliable appends."),
+		"inbox_scripts":       c.desc("inbox_append_scripts_total", "Append scripts run (one per user per pipeline)."),
 	}
 }
 
@@ -144,5 +152,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if b := src.backend; b != nil && c.role.backend() {
 		gauge("queued", float64(b.Queued()))
 		counter("busy", float64(b.Refused()))
+		is := b.InboxStats()
+		counter("inbox_appends", float64(is.Appends))
+		counter("inbox_failed", float64(is.Failed))
+		counter("inbox_busy", float64(is.Busy))
+		gauge("inbox_pending", float64(is.PendingBytes))
+		counter("inbox_redis_calls", float64(is.RedisCalls))
+		counter("inbox_scripts", float64(is.Scripts))
 	}
 }
