@@ -307,3 +307,43 @@ func TestSessionClosedHook(t *testing.T) {
 		t.Fatal("hook ran on a backend that never handled the session")
 	}
 }
+
+// TestIdleAnonymousSessionKeepsItsHook: a connected session that never
+// logged in has no Redis record; the backend's sweep (which looks for the
+// records of idle sessions every SessionTTL) must not take it for closed.
+// Its hook runs once, when it really closes.
+func TestIdleAnonymousSessionKeepsItsHook(t *testing.T) {
+	const msgAnon uint32 = 45
+	var (
+		mu    sync.Mutex
+		calls []string
+	)
+	c := zctest.Start(t, zctest.Config{Gates: 1, SessionTTL: time.Second, Groups: []string{"svc"}, Backend: func(b *backend.Backend) error {
+		b.OnSessionClosed(func(sid, _ string) {
+			mu.Lock()
+			calls = append(calls, sid)
+			mu.Unlock()
+		})
+		b.Handle(msgAnon, "anon", func(c *backend.Context) error { return c.Reply(msgAnon, nil) }, backend.Anonymous())
+		return nil
+	}})
+	cl := c.Client(t, 0) // never logs in
+	cl.Send(msgAnon, nil)
+	cl.Expect(msgAnon)
+	time.Sleep(3500 * time.Millisecond) // three sweeps
+	mu.Lock()
+	early := append([]string(nil), calls...)
+	mu.Unlock()
+	if len(early) != 0 {
+		t.Fatalf("OnSessionClosed ran for a session that is still connected (idle, never logged in): %v", early)
+	}
+	cl.Close()
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(calls) != 1 {
+			return fmt.Errorf("hook ran %d times after the close, want once", len(calls))
+		}
+		return nil
+	})
+}

@@ -2,13 +2,12 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zcluster/zcluster/internal/runtime/waitgroup"
 	"github.com/zcluster/zcluster/relay"
-	"github.com/zcluster/zcluster/session"
 )
 
 // SessionClosedFunc is called when a session this backend has handled
@@ -30,12 +29,16 @@ func (s *Backend) OnSessionClosed(fn SessionClosedFunc) {
 
 // tracked is what the backend remembers of a session it handled.
 type tracked struct {
-	user string
-	gate string // "" when only seen through Calls
+	// active is set by every message of the session and cleared by each
+	// sweep: a session seen since the last sweep is not looked up.
+	active atomic.Bool
+	// named is set once user is known (under mu).
+	named atomic.Bool
 
 	mu      sync.Mutex
+	user    string
+	gate    string   // "" when only seen through Calls
 	callees []string // backends this one called for the session
-	seen    time.Time
 }
 
 // sessionTable holds the sessions the backend handled, while they live.
@@ -55,14 +58,25 @@ func (s *Backend) trackOn() bool { return len(s.closedHooks) > 0 }
 func (s *Backend) track(kind relay.Kind, sid, user, source string) *tracked {
 	if v, ok := s.sessions.m.Load(sid); ok {
 		t := v.(*tracked)
-		if kind == relay.KindForward && t.gate != source {
+		if !t.active.Load() {
+			t.active.Store(true)
+		}
+		if (kind == relay.KindForward && t.gate != source) || (user != "" && !t.named.Load()) {
 			t.mu.Lock()
-			t.gate = source
+			if kind == relay.KindForward {
+				t.gate = source
+			}
+			if user != "" && t.user == "" {
+				t.user = user
+				t.named.Store(true)
+			}
 			t.mu.Unlock()
 		}
 		return t
 	}
-	t := &tracked{user: user, seen: time.Now()}
+	t := &tracked{user: user}
+	t.active.Store(true)
+	t.named.Store(user != "")
 	if kind == relay.KindForward {
 		t.gate = source
 	}
@@ -78,7 +92,10 @@ func (s *Backend) noteCallee(sid, user, node string) {
 	}
 	v, ok := s.sessions.m.Load(sid)
 	if !ok {
-		v, _ = s.sessions.m.LoadOrStore(sid, &tracked{user: user, seen: time.Now()})
+		nt := &tracked{user: user}
+		nt.active.Store(true)
+		nt.named.Store(user != "")
+		v, _ = s.sessions.m.LoadOrStore(sid, nt)
 	}
 	t := v.(*tracked)
 	t.mu.Lock()
@@ -153,10 +170,13 @@ func (s *Backend) gateGone(gate string) {
 	})
 }
 
-// sweepSessions looks up, every SessionTTL, the remembered sessions not
-// seen for a SessionTTL: one whose record is gone from Redis closed without
-// a notice reaching this node (a relay link was down), so its hooks run
-// now. The table stays bounded by the live sessions.
+// sweepSessions looks up, every SessionTTL, the remembered logged-in
+// sessions not seen since the previous sweep: one whose record is gone from
+// Redis closed without a notice reaching this node (a relay link was down),
+// so its hooks run now. The lookups go in pipelines (session.Store.Exist).
+// A session that never logged in has no record to look for: it is closed
+// by its gate's notice, or when its gate is gone. The table stays bounded by
+// the live sessions.
 func (s *Backend) sweepSessions() {
 	tick := time.NewTicker(s.cfg.SessionTTL)
 	defer tick.Stop()
@@ -166,26 +186,33 @@ func (s *Backend) sweepSessions() {
 			return
 		case <-tick.C:
 		}
+		var sids, users []string
 		s.sessions.m.Range(func(k, v any) bool {
 			t := v.(*tracked)
-			t.mu.Lock()
-			idle := time.Since(t.seen) >= s.cfg.SessionTTL
-			if idle {
-				t.seen = time.Now()
-			}
-			user := t.user
-			t.mu.Unlock()
-			if !idle {
+			if t.active.Swap(false) || !t.named.Load() {
 				return true
 			}
-			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
-			_, err := s.node.Sessions.LookupOwner(ctx, k.(string))
-			cancel()
-			if errors.Is(err, session.ErrNotFound) {
-				s.sessionClosed(k.(string), user)
-			}
-			return s.ctx.Err() == nil
+			t.mu.Lock()
+			user := t.user
+			t.mu.Unlock()
+			sids, users = append(sids, k.(string)), append(users, user)
+			return true
 		})
+		if len(sids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+		exist, err := s.node.Sessions.Exist(ctx, sids)
+		cancel()
+		if err != nil {
+			s.log.Warn("session sweep failed; retrying next period", "sessions", len(sids), "cause", err)
+			continue
+		}
+		for i, ok := range exist {
+			if !ok {
+				s.sessionClosed(sids[i], users[i])
+			}
+		}
 	}
 }
 

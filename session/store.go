@@ -449,6 +449,31 @@ func (s *Store) Owner(ctx context.Context, sid string) (Owner, error) {
 	return o, nil
 }
 
+// existBatch is how many sessions one Exist pipeline asks about.
+const existBatch = 1000
+
+// Exist reports, for each session id, whether it has a record in Redis:
+// one pipeline of EXISTS per 1000 ids (for sweeps over many sessions).
+func (s *Store) Exist(ctx context.Context, sids []string) ([]bool, error) {
+	out := make([]bool, 0, len(sids))
+	for start := 0; start < len(sids); start += existBatch {
+		chunk := sids[start:min(start+existBatch, len(sids))]
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(chunk))
+		for i, sid := range chunk {
+			cmds[i] = pipe.Exists(ctx, s.sessionKey(sid))
+		}
+		s.redisCalls.Add(1)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("session: exist: %w", err)
+		}
+		for _, c := range cmds {
+			out = append(out, c.Val() == 1)
+		}
+	}
+	return out, nil
+}
+
 // UserSession returns the session user is bound to, asking Redis. The error
 // wraps ErrNotFound if there is no binding.
 func (s *Store) UserSession(ctx context.Context, user string) (string, error) {

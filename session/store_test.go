@@ -679,3 +679,35 @@ func TestRefreshErrorKeepsLost(t *testing.T) {
 		t.Fatalf("lost = %+v, want u0's binding", lost)
 	}
 }
+
+// TestExist: one answer per id, in order, in one round trip per 1000 ids.
+func TestExist(t *testing.T) {
+	ctx := testCtx(t)
+	c := newClient(t, testkit.Redis(t))
+	s := newStore(t, c, nil)
+	sids := make([]string, 2500)
+	for i := range sids {
+		sids[i] = NewID()
+		if i%3 == 0 {
+			if err := s.BindSession(ctx, sids[i], owner("gate-1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := s.Stats().RedisCalls
+	got, err := s.Exist(ctx, sids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(sids) {
+		t.Fatalf("%d answers for %d ids", len(got), len(sids))
+	}
+	for i, ok := range got {
+		if ok != (i%3 == 0) {
+			t.Fatalf("session %d: exist %v, want %v", i, ok, i%3 == 0)
+		}
+	}
+	if calls := s.Stats().RedisCalls - before; calls != 3 {
+		t.Fatalf("%d round trips for 2500 ids, want 3", calls)
+	}
+}
