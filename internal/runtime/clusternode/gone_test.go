@@ -5,16 +5,18 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/zcluster/zcluster/internal/runtime/clusternode"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
 	"github.com/zcluster/zcluster/zctest"
 )
 
-// TestCloseWaitsForGateGoneCallbacks: Close does not return while a
-// gate-gone callback is still running (it would go on using the node's
-// stores and relay after they closed).
-func TestCloseWaitsForGateGoneCallbacks(t *testing.T) {
+// startNode starts a node (not registered) of a test cluster with one gate
+// and returns it with the cluster's etcd client.
+func startNode(t *testing.T, id string) (*clusternode.Node, *clientv3.Client) {
+	t.Helper()
 	c := zctest.Start(t, zctest.Config{Gates: 1})
 	etcdClient, redisClient, err := c.Clients()
 	if err != nil {
@@ -22,12 +24,22 @@ func TestCloseWaitsForGateGoneCallbacks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := clusternode.Start(ctx, clusternode.Config{ID: "watcher-1", Group: "watch", Kind: registry.KindBackend, RelayListen: "127.0.0.1:0",
+	n, err := clusternode.Start(ctx, clusternode.Config{ID: id, Group: "test", Kind: registry.KindBackend, RelayListen: "127.0.0.1:0",
 		Etcd: etcdClient, Redis: redisClient, Secret: c.Secret(), TTL: 2 * time.Second, SessionTTL: 3 * time.Second,
 		Handler: func(*relay.Envelope) {}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n, etcdClient
+}
+
+// TestCloseWaitsForGateGoneCallbacks: Close does not return while a
+// gate-gone callback is still running (it would go on using the node's
+// stores and relay after they closed).
+func TestCloseWaitsForGateGoneCallbacks(t *testing.T) {
+	n, etcdClient := startNode(t, "watcher-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	running, release := make(chan struct{}), make(chan struct{})
 	returned := make(chan struct{})
 	n.OnGateGone(func(gate string) {
@@ -86,24 +98,14 @@ func TestCloseWaitsForGateGoneCallbacks(t *testing.T) {
 // TestSendToUnknownNodeHonoursCtx: a send to a node the topology does not
 // know (yet) waits for it to appear no longer than the caller's ctx allows.
 func TestSendToUnknownNodeHonoursCtx(t *testing.T) {
-	c := zctest.Start(t, zctest.Config{Gates: 1})
-	etcdClient, redisClient, err := c.Clients()
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, _ := startNode(t, "sender-1")
+	defer n.Close(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := clusternode.Start(ctx, clusternode.Config{ID: "sender-1", Group: "send", Kind: registry.KindBackend, RelayListen: "127.0.0.1:0",
-		Etcd: etcdClient, Redis: redisClient, Secret: c.Secret(), TTL: 2 * time.Second, SessionTTL: 3 * time.Second,
-		Handler: func(*relay.Envelope) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close(context.Background())
 	sctx, scancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer scancel()
 	start := time.Now()
-	err = n.Relay.Send(sctx, "nobody-1", &relay.Envelope{Kind: relay.KindPush})
+	err := n.Relay.Send(sctx, "nobody-1", &relay.Envelope{Kind: relay.KindPush})
 	took := time.Since(start)
 	// The wait for an unknown node lasts up to a second; a 100 ms ctx must
 	// end it (600 ms is generous on a loaded machine and tells them apart).
