@@ -25,6 +25,7 @@ import (
 	"github.com/zcluster/zcluster/inbox"
 	"github.com/zcluster/zcluster/internal/runtime/clientnet"
 	"github.com/zcluster/zcluster/internal/runtime/clusternode"
+	"github.com/zcluster/zcluster/internal/runtime/waitgroup"
 	"github.com/zcluster/zcluster/internal/runtime/frame"
 	"github.com/zcluster/zcluster/internal/runtime/zinxkit"
 	"github.com/zcluster/zcluster/protocol"
@@ -425,7 +426,7 @@ func (g *Gate) shutdown(ctx context.Context) error {
 	g.wgMu.Lock()
 	g.wgClosed = true
 	g.wgMu.Unlock()
-	waitGroup(ctx, &g.wg)
+	_ = waitgroup.Wait(ctx, &g.wg) // a timeout shows in ctx.Err below
 	gaveUp := ctx.Err()
 	if gaveUp != nil {
 		g.log.Warn("gate stop did not finish in time; closing what is left", "sessions", g.Sessions(), "cause", gaveUp)
@@ -433,15 +434,6 @@ func (g *Gate) shutdown(ctx context.Context) error {
 	g.node.Close(ctx)
 	g.log.Info("gate stopped")
 	return gaveUp
-}
-
-func waitGroup(ctx context.Context, wg *sync.WaitGroup) {
-	ch := make(chan struct{})
-	go func() { wg.Wait(); close(ch) }()
-	select {
-	case <-ch:
-	case <-ctx.Done():
-	}
 }
 
 // sweepLoop answers timed-out forwarded requests with error frames.
