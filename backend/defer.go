@@ -29,9 +29,10 @@ type Deferred struct {
 //
 // The session's next messages run as soon as the handler returns; their
 // answers are held back until this one finishes, so the client still gets
-// one session's answers in the order of its messages. A handler that returns an error after Defer ends
-// the message with it at once (a later Finish does nothing). Defer called
-// again returns the same Deferred. Finish must be called exactly once per
+// one session's answers in the order of its messages. A handler that
+// returns an error (or panics) after Defer ends the message with it at once
+// (a later Finish does nothing). Defer called again returns the same
+// Deferred. Finish must be called exactly once per
 // deferred message; until then its request stays open. Defer is for plain
 // handlers: a Typed handler's answer is its return value.
 func (c *Context) Defer() *Deferred {
