@@ -89,6 +89,8 @@ type Gate struct {
 	// refreshMu orders a session refresh against closed sessions'
 	// cleanups (see refreshOnce).
 	refreshMu sync.RWMutex
+	// reclaiming is set while reclaimRooms runs.
+	reclaiming atomic.Bool
 	// testHookRefresh, if set (by tests), runs inside refreshOnce between
 	// listing the sessions and writing them.
 	testHookRefresh func()
@@ -501,7 +503,13 @@ func (g *Gate) refreshLoop() {
 			// The lease was lost: the backends may have taken this gate
 			// for dead and purged its room members meanwhile.
 			claimed = n
-			g.reclaimRooms()
+			if g.reclaiming.CompareAndSwap(false, true) {
+				// Beside the refreshes: one join per member may take a while.
+				g.goLoop(func() {
+					defer g.reclaiming.Store(false)
+					g.reclaimRooms()
+				})
+			}
 		}
 	}
 }
