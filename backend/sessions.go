@@ -35,10 +35,30 @@ type tracked struct {
 	// named is set once user is known (under mu).
 	named atomic.Bool
 
+	// gate is the session's gate (nil when only seen through Calls); read
+	// on every message, so not under mu.
+	gate atomic.Pointer[string]
+
 	mu      sync.Mutex
 	user    string
-	gate    string   // "" when only seen through Calls
 	callees []string // backends this one called for the session
+}
+
+// setGate records source as the session's gate, allocating only when it
+// changes.
+func (t *tracked) setGate(source string) {
+	if g := t.gate.Load(); g == nil || *g != source {
+		src := source // allocated here only, not on every message
+		t.gate.Store(&src)
+	}
+}
+
+// gateID returns the session's gate, or "".
+func (t *tracked) gateID() string {
+	if g := t.gate.Load(); g != nil {
+		return *g
+	}
+	return ""
 }
 
 // sessionTable holds the sessions the backend handled, while they live.
@@ -61,12 +81,12 @@ func (s *Backend) track(kind relay.Kind, sid, user, source string) *tracked {
 		if !t.active.Load() {
 			t.active.Store(true)
 		}
-		if (kind == relay.KindForward && t.gate != source) || (user != "" && !t.named.Load()) {
+		if kind == relay.KindForward {
+			t.setGate(source)
+		}
+		if user != "" && !t.named.Load() {
 			t.mu.Lock()
-			if kind == relay.KindForward {
-				t.gate = source
-			}
-			if user != "" && t.user == "" {
+			if t.user == "" {
 				t.user = user
 				t.named.Store(true)
 			}
@@ -78,7 +98,7 @@ func (s *Backend) track(kind relay.Kind, sid, user, source string) *tracked {
 	t.active.Store(true)
 	t.named.Store(user != "")
 	if kind == relay.KindForward {
-		t.gate = source
+		t.setGate(source)
 	}
 	v, _ := s.sessions.m.LoadOrStore(sid, t)
 	return v.(*tracked)
@@ -161,9 +181,9 @@ func (s *Backend) gateGone(gate string) {
 	s.sessions.m.Range(func(k, v any) bool {
 		t := v.(*tracked)
 		t.mu.Lock()
-		g, user := t.gate, t.user
+		user := t.user
 		t.mu.Unlock()
-		if g == gate {
+		if t.gateID() == gate {
 			s.sessionClosed(k.(string), user)
 		}
 		return true
