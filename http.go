@@ -2,11 +2,8 @@ package zcluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -15,55 +12,9 @@ import (
 )
 
 const (
-	// httpShutdownTimeout bounds the HTTP server's stop.
-	httpShutdownTimeout = 3 * time.Second
 	// defaultHealthTimeout bounds one `zcluster health` request.
 	defaultHealthTimeout = 3 * time.Second
 )
-
-// httpServer is a node's --http server. Its one goroutine ends in close.
-type httpServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
-}
-
-// startHTTP listens on addr and serves h until close.
-func startHTTP(addr string, h http.Handler, log *slog.Logger) (*httpServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--http %s: %w", addr, err)
-	}
-	s := &httpServer{
-		srv: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		},
-		ln:   ln,
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
-		}
-	}()
-	return s, nil
-}
-
-// addr returns the bound address.
-func (s *httpServer) addr() string { return s.ln.Addr().String() }
-
-// close stops the server and waits for its goroutine.
-func (s *httpServer) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
-	defer cancel()
-	if err := s.srv.Shutdown(ctx); err != nil {
-		_ = s.srv.Close()
-	}
-	<-s.done
-}
 
 func newHealthCmd(c *cli) *cobra.Command {
 	var (

@@ -20,6 +20,7 @@ import (
 	"github.com/zcluster/zcluster/backend"
 	"github.com/zcluster/zcluster/cluster"
 	"github.com/zcluster/zcluster/gate"
+	"github.com/zcluster/zcluster/internal/runtime/httpserve"
 	"github.com/zcluster/zcluster/internal/tools/metrics"
 	"github.com/zcluster/zcluster/registry"
 	"github.com/zcluster/zcluster/relay"
@@ -457,7 +458,7 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 	}
 	var phase atomic.Int32 // phaseStarting, phaseRunning, phaseStopping
 	if f.httpAddr != "" {
-		hs, err := startHTTP(f.httpAddr, n.metrics.Handler(metrics.HandlerOptions{
+		hs, err := httpserve.Start(f.httpAddr, "--http", n.metrics.Handler(metrics.HandlerOptions{
 			Ready: func(ctx context.Context) error {
 				switch phase.Load() {
 				case phaseStarting:
@@ -473,10 +474,10 @@ func (c *cli) serveNode(ctx context.Context, f *nodeFlags, st *stores, n node) e
 		if err != nil {
 			return err
 		}
-		defer hs.close()
-		c.log.Info("http serving", "id", f.id, "addr", hs.addr(), "pprof", f.pprof)
+		defer hs.Close()
+		c.log.Info("http serving", "id", f.id, "addr", hs.Addr(), "pprof", f.pprof)
 		if n.web != nil {
-			c.log.Info("chat page", "id", f.id, "url", "http://"+hs.addr()+chatPagePrefix)
+			c.log.Info("chat page", "id", f.id, "url", "http://"+hs.Addr()+chatPagePrefix)
 		}
 	}
 	if err := st.check(ctx, f.etcdPrefix); err != nil {
