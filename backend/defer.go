@@ -33,8 +33,9 @@ type Deferred struct {
 // returns an error (or panics) after Defer ends the message with it at once
 // (a later Finish does nothing). Defer called again returns the same
 // Deferred. Finish must be called exactly once per
-// deferred message; until then its request stays open. Defer is for plain
-// handlers: a Typed handler's answer is its return value.
+// deferred message; until then its request stays open. A deferred Call
+// keeps its Config.MaxCalls slot until Finish. Defer is for plain handlers:
+// a Typed handler's answer is its return value.
 func (c *Context) Defer() *Deferred {
 	if c.deferred == nil {
 		c.deferred = &Deferred{c: c}
@@ -47,6 +48,9 @@ func (c *Context) Defer() *Deferred {
 		// above zero here.
 		c.s.inflight.Add(1)
 		c.s.wg.Add(1)
+		if c.t.kind == relay.KindCall {
+			c.s.callsRunning.Add(1) // its MaxCalls slot is held until Finish
+		}
 	}
 	return c.deferred
 }
@@ -75,5 +79,8 @@ func (d *Deferred) Finish(err error) {
 	d.c.finish(err)
 	d.mu.Unlock()
 	d.c.s.inflight.Add(-1)
+	if d.c.t.kind == relay.KindCall {
+		d.c.s.callsRunning.Add(-1)
+	}
 	d.c.s.wg.Done()
 }

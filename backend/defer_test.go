@@ -3,6 +3,7 @@ package backend_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,5 +133,61 @@ func TestShutdownWaitsForDeferred(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
+	}
+}
+
+const (
+	msgCallSlow  uint32 = 46 // client -> caller group: Call the callee, answer its result
+	msgCalleeRun uint32 = 47 // Call-only, deferred until released
+)
+
+// TestDeferredCallCountsAgainstMaxCalls: a Call whose handler deferred its
+// answer still holds its MaxCalls slot until it finishes, so a second Call
+// past the limit gets "busy" instead of piling up unbounded.
+func TestDeferredCallCountsAgainstMaxCalls(t *testing.T) {
+	release, deferred := make(chan struct{}), make(chan struct{}, 2)
+	c := zctest.Start(t, zctest.Config{Groups: []string{"caller", "callee"},
+		BackendConfig: func(cfg *backend.Config) { cfg.MaxCalls = 1 },
+		Backend: func(b *backend.Backend) error {
+			switch b.Group() {
+			case "caller":
+				b.Handle(msgCallSlow, "call-slow", func(c *backend.Context) error {
+					out, err := c.Call(c.Context(), "callee", msgCalleeRun, nil)
+					if err != nil {
+						return err
+					}
+					return c.Reply(msgCallSlow, out)
+				})
+			case "callee":
+				b.HandleCall(msgCalleeRun, "run", func(c *backend.Context) error {
+					d := c.Defer()
+					deferred <- struct{}{}
+					go func() {
+						<-release
+						d.Finish(d.Reply(0, []byte("done")))
+					}()
+					return nil
+				})
+			}
+			return nil
+		}})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the cluster stops: it waits for deferred messages
+	first := c.Client(t, 0).Login("ann")
+	first.Send(msgCallSlow, nil)
+	second := c.Client(t, 1).Login("bob")
+	select {
+	case <-deferred: // the first Call is deferred at the callee
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Call never reached the callee")
+	}
+	second.Send(msgCallSlow, nil)
+	if e := second.ExpectError(msgCallSlow); !strings.Contains(e, "busy") {
+		t.Fatalf("second Call past MaxCalls 1: error %q, want busy", e)
+	}
+	unblock()
+	if got := first.Expect(msgCallSlow); string(got) != "done" {
+		t.Fatalf("first Call answered %q", got)
 	}
 }
